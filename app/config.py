@@ -75,22 +75,28 @@ class StoreConfig(_Section):
 
 
 class OpenAIConfig(_Section):
-    """Any OpenAI-compatible chat-completions endpoint."""
+    """Any OpenAI-compatible chat-completions endpoint (OpenAI, vLLM, Ollama, LM Studio, ...).
+
+    The key is never in the file: ``api_key_env`` names the environment variable that holds it.
+    With a ``base_url`` and that variable unset, a placeholder key is sent (local servers ignore it).
+    """
 
     base_url: str | None = None
     model: str = "gpt-4o-mini"
     api_key_env: str = "OPENAI_API_KEY"
     temperature: float = Field(0.0, ge=0, le=2)
     timeout_s: float = Field(60.0, gt=0)
+    max_retries: int = Field(2, ge=0, le=10)
 
 
 class EngineConfig(_Section):
-    """The agent engine."""
+    """The agent engine: which model, which graph, how many model calls a turn may make."""
 
     model: Literal["offline", "openai"] = "offline"
     enhanced_graph: bool = False
     openai: OpenAIConfig = Field(default_factory=OpenAIConfig)
     max_steps: int = Field(8, ge=1, le=100)
+    system_prompt: str | None = None
 
 
 class ApiConfig(_Section):

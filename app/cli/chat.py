@@ -1,0 +1,176 @@
+"""``isotope chat``: talk to the engine in the terminal; the conversation lives in the session store.
+
+::
+
+    isotope chat                       # pick a recent session, or start a new one
+    isotope chat --new --name demo     # start a new session
+    isotope chat --session ID          # continue a session (after a restart, on another host...)
+    isotope chat --session ID -m "add task: write report" -m "list tasks"   # non-interactive
+
+With ``-m`` (repeatable) the messages are sent in order and the command exits, which is what
+scripts and tests use; without ``--session`` it starts a new session. The session id is always
+printed, so a second run can continue the conversation. Exit status: 0, or 1 when the session does
+not exist or a turn failed. ``python -m app.cli.chat`` runs the same command.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.prompt import Prompt
+from rich.table import Table
+
+from app.core.engine import IsotopeEngine
+from app.errors import IsotopeError, SessionNotFound
+
+HISTORY_SHOWN = 10
+PICKER_SIZE = 10
+EXIT_WORDS = {"/exit", "/quit", "exit", "quit"}
+
+
+def chat(
+    session: str | None = typer.Option(None, "--session", "-s", help="Continue this session id."),
+    new: bool = typer.Option(False, "--new", "-n", help="Start a new session."),
+    message: list[str] | None = typer.Option(
+        None, "--message", "-m", help="Send this message and exit (repeat for several)."
+    ),
+    name: str | None = typer.Option(None, "--name", help="Name of a new session (its metadata)."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log sessions, timings and the store."),
+) -> None:
+    """Chat with Isotope; the conversation is saved after every message."""
+    console = Console(highlight=False)
+    if session and new:
+        console.print("[red]--session and --new are exclusive; use one of them.[/]")
+        raise typer.Exit(2)
+    try:
+        with IsotopeEngine(verbose=verbose) as engine:
+            code = _run(engine, console, session, new, list(message or ()), name)
+    except IsotopeError as exc:
+        _print_causes(console, exc)
+        code = 1
+    raise typer.Exit(code)
+
+
+def _run(
+    engine: IsotopeEngine,
+    console: Console,
+    session: str | None,
+    new: bool,
+    messages: list[str],
+    name: str | None,
+) -> int:
+    interactive = not messages
+    if session is None and not new and interactive and sys.stdin.isatty():
+        session = _pick(engine, console)
+    if session is None:
+        session = engine.create_session(metadata={"name": name or "chat", "source": "cli"})
+        console.print(f"[bold]New session[/] {session}")
+    else:
+        state = engine.get_session(session)
+        console.print(f"[bold]Session[/] {session} ({len(state['messages'])} messages)")
+        if interactive:
+            _show_history(console, state["messages"][-HISTORY_SHOWN:])
+    failed = False
+    for text in messages if messages else _read_lines(console):
+        if not text.strip():
+            continue
+        console.print(f"[bold cyan]you>[/] {escape(text)}")
+        failed = not _send(engine, console, session, text) or failed
+    console.print(f"[dim]session id:[/] {session}")
+    return 1 if failed and not interactive else 0
+
+
+def _pick(engine: IsotopeEngine, console: Console) -> str | None:
+    """Show recent sessions; return the chosen id, or None for a new one."""
+    recent = engine.list_sessions(limit=PICKER_SIZE)
+    if not recent:
+        return None
+    table = Table(title="Recent sessions")
+    for column in ("#", "session id", "name", "messages", "last updated"):
+        table.add_column(column)
+    for number, item in enumerate(recent, start=1):
+        updated = item["last_updated"]
+        table.add_row(
+            str(number),
+            item["session_id"],
+            str((item.get("metadata") or {}).get("name", "")),
+            str(item.get("message_count", "")),
+            updated.strftime("%Y-%m-%d %H:%M") if hasattr(updated, "strftime") else str(updated),
+        )
+    console.print(table)
+    choices = [str(n) for n in range(0, len(recent) + 1)]
+    picked = Prompt.ask("Session number (0 for a new session)", choices=choices, default="1", console=console)
+    return None if picked == "0" else recent[int(picked) - 1]["session_id"]
+
+
+def _read_lines(console: Console) -> Any:
+    while True:
+        try:
+            text = console.input("[bold cyan]you>[/] ") if sys.stdin.isatty() else input()
+        except (EOFError, KeyboardInterrupt):
+            console.print()
+            return
+        if text.strip().lower() in EXIT_WORDS:
+            return
+        yield text
+
+
+def _send(engine: IsotopeEngine, console: Console, session_id: str, text: str) -> bool:
+    """One turn, rendered as it streams. True when it was saved."""
+    streamed = False
+    console.print("[bold green]isotope>[/] ", end="")
+    for event in engine.resume_workflow(user_input=text, session_id=session_id, stream=True):
+        kind = event["type"]
+        if kind == "token":
+            console.out(event["content"], end="", highlight=False)
+            streamed = True
+        elif kind == "tool_call":
+            args = ", ".join(f"{k}={v!r}" for k, v in event["args"].items())
+            console.print(f"\n  [dim]→ {escape(event['name'])}({escape(_one_line(args))})[/]", end="")
+        elif kind == "tool_result":
+            style = "red" if event["status"] == "error" else "dim"
+            console.print(f"\n  [{style}]← {escape(_one_line(event['content']))}[/]")
+            console.print("[bold green]isotope>[/] ", end="")
+        elif kind == "message" and not streamed:
+            console.out(event["content"], end="", highlight=False)
+        elif kind == "error":
+            console.print(f"\n[red]error:[/] {escape(event['message'])}")
+            return False
+        elif kind == "done":
+            console.print(f"\n[dim](saved: version {event['version']}, {event['message_count']} messages)[/]")
+    return True
+
+
+def _show_history(console: Console, messages: list[Any]) -> None:
+    for message in messages:
+        if message.type == "human":
+            console.print(f"[cyan]you>[/] {escape(message.text)}")
+        elif message.type == "ai" and message.text:
+            console.print(f"[green]isotope>[/] {escape(message.text)}")
+
+
+def _one_line(text: str, width: int = 100) -> str:
+    flat = " | ".join(line for line in text.splitlines() if line.strip())
+    return flat if len(flat) <= width else flat[: width - 1] + "…"
+
+
+def _print_causes(console: Console, exc: BaseException) -> None:
+    prefix = "error"
+    seen: BaseException | None = exc
+    while seen is not None:
+        console.print(f"[red]{prefix}:[/] {escape(str(seen))}")
+        prefix = "  caused by"
+        seen = seen.__cause__
+    if isinstance(exc, SessionNotFound):
+        console.print("Run `isotope chat` without --session to pick or start one.")
+
+
+app = typer.Typer(add_completion=False, help="Chat with Isotope.")
+app.command("chat")(chat)
+
+if __name__ == "__main__":
+    typer.run(chat)

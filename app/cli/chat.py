@@ -16,7 +16,7 @@ not exist or a turn failed. ``python -m app.cli.chat`` runs the same command.
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -33,13 +33,15 @@ EXIT_WORDS = {"/exit", "/quit", "exit", "quit"}
 
 
 def chat(
-    session: str | None = typer.Option(None, "--session", "-s", help="Continue this session id."),
-    new: bool = typer.Option(False, "--new", "-n", help="Start a new session."),
-    message: list[str] | None = typer.Option(
-        None, "--message", "-m", help="Send this message and exit (repeat for several)."
-    ),
-    name: str | None = typer.Option(None, "--name", help="Name of a new session (its metadata)."),
-    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log sessions, timings and the store."),
+    session: Annotated[str | None, typer.Option("--session", "-s", help="Continue this session id.")] = None,
+    new: Annotated[bool, typer.Option("--new", "-n", help="Start a new session.")] = False,
+    message: Annotated[
+        list[str] | None, typer.Option("--message", "-m", help="Send this message and exit (repeatable).")
+    ] = None,
+    name: Annotated[str | None, typer.Option("--name", help="Name of a new session (its metadata).")] = None,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Log sessions, timings, the store.")
+    ] = False,
 ) -> None:
     """Chat with Isotope; the conversation is saved after every message."""
     console = Console(highlight=False)

@@ -283,10 +283,8 @@ def _settings(config: Settings | Mapping[str, Any] | None, enable_postgres: bool
 
 
 def _failure(exc: Exception, session_id: str, version: int) -> EngineError:
-    if isinstance(exc, EngineError):
-        what = str(exc)
-    else:
-        what = f"the model failed ({type(exc).__name__}: {exc})"
+    # Tool failures arrive as EngineError already; anything else came from the model call.
+    what = str(exc) if isinstance(exc, EngineError) else f"the model failed ({type(exc).__name__}: {exc})"
     return EngineError(
         f"{what}; session {session_id!r} is unchanged at version {version}, send the message again"
     )

@@ -1,0 +1,141 @@
+"""``python -m bench``: run every system against one PostgreSQL and write Markdown + JSON.
+
+Exit status 0 when every available system ran every phase, 1 when a phase failed (for
+instance a load that did not return what was written); never because something was slow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import multiprocessing
+import platform
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bench import meta
+from bench.goals import evaluate
+from bench.plan import Plan, make_plan
+from bench.probes import find_waldump
+from bench.report import render
+from bench.runner import Environment, log, run_repetitions
+from bench.server import Cluster, embedded_server
+from bench.summary import build_summary
+from bench.systems import REGISTRY
+
+DEFAULT_OUT = Path(__file__).resolve().parent / "results"
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes, 1 repetition, < 2 minutes")
+    parser.add_argument("--database-url", help="libpq URL of a server to use (default: a private embedded one)")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"output directory (default {DEFAULT_OUT})")
+    parser.add_argument("--repeat", type=int, help="repetitions (default 2; 1 with --quick)")
+    parser.add_argument("--systems", help="comma-separated subset (the floor is always included)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    plan = make_plan(args.quick, args.repeat)
+    names = _systems(args.systems)
+    started = time.monotonic()
+    with _server(args.database_url) as (url, data_directory, bin_dir, kind):
+        cluster = Cluster(url, data_directory)
+        facts = cluster.facts()
+        env_waldump = find_waldump(facts["version"], bin_dir)
+        try:
+            with _workers(plan) as (executor, manager):
+                env = Environment(cluster, plan, executor, manager, env_waldump)
+                reps = run_repetitions(env, names)
+        finally:
+            cluster.drop_all()
+    result = _result(plan, names, reps, facts, kind, time.monotonic() - started)
+    markdown = render(result)
+    _write(args.out, plan, result, markdown)
+    print(markdown)
+    failed = any(res.get("errors") for rep in reps for res in rep["systems"].values())
+    return 1 if failed else 0
+
+
+def _systems(selection: str | None) -> list[str]:
+    if not selection:
+        return list(REGISTRY)
+    wanted = {s.strip() for s in selection.split(",") if s.strip()} | {"floor"}
+    unknown = wanted - set(REGISTRY)
+    if unknown:
+        raise SystemExit(f"unknown system(s) {sorted(unknown)}; choose from {list(REGISTRY)}")
+    return [s for s in REGISTRY if s in wanted]
+
+
+@contextlib.contextmanager
+def _server(url: str | None) -> Iterator[tuple[str, str | None, str | None, str]]:
+    if url:
+        yield url, None, None, "server given by --database-url"
+        return
+    log("starting a private PostgreSQL (pgserver) ...")
+    with embedded_server() as (embedded_url, pgdata, bin_dir):
+        yield embedded_url, pgdata, bin_dir, "embedded pgserver, unix socket"
+
+
+@contextlib.contextmanager
+def _workers(plan: Plan) -> Iterator[tuple[ProcessPoolExecutor, Any]]:
+    # spawn, not fork: the parent holds libpq connections and threads that must not be cloned.
+    context = multiprocessing.get_context("spawn")
+    with context.Manager() as manager, ProcessPoolExecutor(
+        max_workers=max(plan.throughput_clients), mp_context=context
+    ) as executor:
+        yield executor, manager
+
+
+def _result(plan: Plan, names: list[str], reps: list[dict[str, Any]], facts: dict[str, Any], kind: str,
+            wall: float) -> dict[str, Any]:
+    info = {
+        "started": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "wall_seconds": wall,
+        "plan": plan.__dict__,
+        "systems": names,
+        "server": facts,
+        "server_kind": kind,
+        "machine": meta.machine(),
+        "python": platform.python_version(),
+        "versions": meta.versions(),
+        "method": meta.METHOD,
+        "notes": _notes(reps),
+    }
+    return {
+        "meta": info,
+        "summary": build_summary(reps, names, plan.histories, plan.throughput_clients),
+        "goals": evaluate(reps, plan.histories),
+        "repetitions": reps,
+    }
+
+
+def _notes(reps: list[dict[str, Any]]) -> list[str]:
+    notes = []
+    sources = {res.get("fpi_source") for rep in reps for res in rep["systems"].values() if res.get("available")}
+    if sources == {None}:
+        notes.append("full-page images: not visible on this server (no pg_walinspect, no local pg_waldump)")
+    if any(res.get("checkpoint_allowed") is False for rep in reps for res in rep["systems"].values()):
+        notes.append("CHECKPOINT was not allowed for this role: WAL figures include full-page images")
+    return notes
+
+
+def _write(out: Path, plan: Plan, result: dict[str, Any], markdown: str) -> None:
+    stem = "latest-quick" if plan.quick else "latest"
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + ("-quick" if plan.quick else "")
+    runs = out / "runs"
+    runs.mkdir(parents=True, exist_ok=True)
+    payload = json.dumps(result, indent=1, default=str)
+    for path in (out / f"{stem}.json", runs / f"{stamp}.json"):
+        path.write_text(payload + "\n", encoding="utf-8")
+    for path in (out / f"{stem}.md", runs / f"{stamp}.md"):
+        path.write_text(markdown + "\n", encoding="utf-8")
+    log(f"wrote {out / stem}.md and .json (and a copy under {runs})")

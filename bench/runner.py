@@ -1,0 +1,109 @@
+"""Runs the repetitions: every system in turn, each in a fresh database, the order reversed on
+every other repetition so that warm caches and a growing WAL do not favour one side."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from typing import Any
+
+from bench.phases import measure_cell, measure_listing, measure_roundtrip
+from bench.plan import Plan
+from bench.probes import Probe
+from bench.server import Cluster
+from bench.systems import System, Unavailable, system_class
+from bench.throughput import measure_throughput
+
+
+@dataclass
+class Environment:
+    cluster: Cluster
+    plan: Plan
+    executor: Executor
+    manager: Any  # a multiprocessing Manager, for the clients' start barrier
+    waldump: str | None
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def run_repetitions(env: Environment, names: list[str]) -> list[dict[str, Any]]:
+    repetitions = []
+    for index in range(env.plan.repeat):
+        order = names if index % 2 == 0 else names[::-1]
+        rep: dict[str, Any] = {"index": index + 1, "order": order, "systems": {}}
+        rep["roundtrip_ms"] = _roundtrip(env)
+        for name in order:
+            started = time.monotonic()
+            log(f"[repetition {index + 1}/{env.plan.repeat}] {name} ...")
+            rep["systems"][name] = run_system(env, name)
+            log(f"[repetition {index + 1}/{env.plan.repeat}] {name} done in {time.monotonic() - started:.1f}s")
+        repetitions.append(rep)
+    return repetitions
+
+
+def _roundtrip(env: Environment) -> dict[str, Any]:
+    probe = Probe(env.cluster.url, None, None)
+    try:
+        return measure_roundtrip(probe, env.plan.roundtrip_calls)
+    finally:
+        probe.close()
+
+
+def run_system(env: Environment, name: str) -> dict[str, Any]:
+    try:
+        cls = system_class(name)
+    except Unavailable as exc:
+        return {"available": False, "reason": str(exc)}
+    conninfo = env.cluster.create_database(name)
+    probe = Probe(conninfo, env.cluster.data_directory, env.waldump)
+    system = cls(conninfo)
+    try:
+        try:
+            system.open()
+        except Unavailable as exc:
+            return {"available": False, "reason": str(exc)}
+        return _run_phases(env, system, probe, conninfo)
+    finally:
+        with contextlib.suppress(Exception):
+            system.close()
+        probe.close()
+        env.cluster.drop_database(conninfo)
+
+
+def _run_phases(env: Environment, system: System, probe: Probe, conninfo: str) -> dict[str, Any]:
+    plan = env.plan
+    result: dict[str, Any] = {
+        "available": True, "label": system.label, "fpi_source": probe.fpi_source,
+        "cells": {}, "errors": {},
+    }
+    for history in plan.histories:
+        cell = _phase(result, f"H={history}", lambda h=history: measure_cell(  # type: ignore[misc]
+            system, probe, h, plan.sessions_per_cell))
+        if cell is not None:
+            result["cells"][str(history)] = cell
+    result["throughput"] = _phase(
+        result, "throughput", lambda: measure_throughput(system, conninfo, plan, env.executor, env.manager))
+    result["listing"] = _phase(result, "listing", lambda: measure_listing(system, probe, plan))
+    result["checkpoint_allowed"] = probe.checkpoint_allowed
+    return result
+
+
+def _phase(result: dict[str, Any], name: str, run: Callable[[], Any]) -> Any:
+    """Run one phase; a failure is recorded against it and the other phases still run."""
+    started = time.monotonic()
+    try:
+        value = run()
+    except Exception as exc:
+        result["errors"][name] = f"{type(exc).__name__}: {exc}"
+        log(f"  {result['label']}: {name} FAILED: {type(exc).__name__}: {exc}")
+        log("".join(traceback.format_exception(exc)[-6:]))
+        return None
+    log(f"  {name}: {time.monotonic() - started:.1f}s")
+    return value

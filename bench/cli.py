@@ -11,7 +11,6 @@ import contextlib
 import json
 import multiprocessing
 import platform
-import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -35,8 +34,12 @@ DEFAULT_OUT = Path(__file__).resolve().parent / "results"
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, 1 repetition, < 2 minutes")
-    parser.add_argument("--database-url", help="libpq URL of a server to use (default: a private embedded one)")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"output directory (default {DEFAULT_OUT})")
+    parser.add_argument(
+        "--database-url", help="libpq URL of a server to use (default: a private embedded one)"
+    )
+    parser.add_argument(
+        "--out", type=Path, default=DEFAULT_OUT, help=f"output directory (default {DEFAULT_OUT})"
+    )
     parser.add_argument("--repeat", type=int, help="repetitions (default 2; 1 with --quick)")
     parser.add_argument("--systems", help="comma-separated subset (the floor is always included)")
     return parser.parse_args(argv)
@@ -89,14 +92,16 @@ def _server(url: str | None) -> Iterator[tuple[str, str | None, str | None, str]
 def _workers(plan: Plan) -> Iterator[tuple[ProcessPoolExecutor, Any]]:
     # spawn, not fork: the parent holds libpq connections and threads that must not be cloned.
     context = multiprocessing.get_context("spawn")
-    with context.Manager() as manager, ProcessPoolExecutor(
-        max_workers=max(plan.throughput_clients), mp_context=context
-    ) as executor:
+    with (
+        context.Manager() as manager,
+        ProcessPoolExecutor(max_workers=max(plan.throughput_clients), mp_context=context) as executor,
+    ):
         yield executor, manager
 
 
-def _result(plan: Plan, names: list[str], reps: list[dict[str, Any]], facts: dict[str, Any], kind: str,
-            wall: float) -> dict[str, Any]:
+def _result(
+    plan: Plan, names: list[str], reps: list[dict[str, Any]], facts: dict[str, Any], kind: str, wall: float
+) -> dict[str, Any]:
     info = {
         "started": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "wall_seconds": wall,
@@ -120,7 +125,9 @@ def _result(plan: Plan, names: list[str], reps: list[dict[str, Any]], facts: dic
 
 def _notes(reps: list[dict[str, Any]]) -> list[str]:
     notes = []
-    sources = {res.get("fpi_source") for rep in reps for res in rep["systems"].values() if res.get("available")}
+    sources = {
+        res.get("fpi_source") for rep in reps for res in rep["systems"].values() if res.get("available")
+    }
     if sources == {None}:
         notes.append("full-page images: not visible on this server (no pg_walinspect, no local pg_waldump)")
     if any(res.get("checkpoint_allowed") is False for rep in reps for res in rep["systems"].values()):

@@ -18,11 +18,21 @@ def _metric(key: str) -> Any:
 def evaluate(reps: list[dict[str, Any]], histories: tuple[int, ...]) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     for h in histories:
-        rows.append(_vs_floor(reps, ISOTOPE_SAVE, "turn_median_ms", h, 1.5,
-                              f"per-turn persist (save_session, full state), median, H={h}"))
+        rows.append(
+            _vs_floor(
+                reps,
+                ISOTOPE_SAVE,
+                "turn_median_ms",
+                h,
+                1.5,
+                f"per-turn persist (save_session, full state), median, H={h}",
+            )
+        )
     for system in (ISOTOPE_SAVE, ISOTOPE_ENGINE):
         for h in histories:
-            rows.append(_vs_floor(reps, system, "wal_bytes_per_turn", h, 1.3, f"WAL per turn, {system}, H={h}"))
+            rows.append(
+                _vs_floor(reps, system, "wal_bytes_per_turn", h, 1.3, f"WAL per turn, {system}, H={h}")
+            )
     top, bottom = max(histories), min(histories)
     rows.append(_vs_floor(reps, ISOTOPE_SAVE, "load_median_ms", top, 1.2, f"full load, median, H={top}"))
     rows.append(_listing(reps))
@@ -36,10 +46,19 @@ def _row(goal: str, target: str, measured: list[float | None], limit: float, uni
         status = "n/a"
     else:
         status = "met" if all(m <= limit for m in present) else "missed"
-    return {"goal": goal, "target": target, "limit": limit, "unit": unit, "measured": measured, "status": status}
+    return {
+        "goal": goal,
+        "target": target,
+        "limit": limit,
+        "unit": unit,
+        "measured": measured,
+        "status": status,
+    }
 
 
-def _vs_floor(reps: list[dict[str, Any]], system: str, key: str, h: int, limit: float, goal: str) -> dict[str, Any]:
+def _vs_floor(
+    reps: list[dict[str, Any]], system: str, key: str, h: int, limit: float, goal: str
+) -> dict[str, Any]:
     metric = _metric(key)
     measured = ratios(cell_values(reps, system, h, metric), cell_values(reps, "floor", h, metric))
     return _row(goal, f"<= {limit}x floor", measured, limit, "x")
@@ -51,8 +70,14 @@ def _listing(reps: list[dict[str, Any]]) -> dict[str, Any]:
         listing = rep["systems"].get(ISOTOPE_SAVE, {}).get("listing") or {}
         api = listing.get("api")
         measured.append(api["median"] if api and api.get("correct_set") else None)
-    sessions = next((r["systems"][ISOTOPE_SAVE]["listing"]["sessions"] for r in reps
-                     if (r["systems"].get(ISOTOPE_SAVE) or {}).get("listing")), None)
+    sessions = next(
+        (
+            r["systems"][ISOTOPE_SAVE]["listing"]["sessions"]
+            for r in reps
+            if (r["systems"].get(ISOTOPE_SAVE) or {}).get("listing")
+        ),
+        None,
+    )
     goal = f"list the 50 most recent of {sessions or '?'} sessions (list_sessions), median"
     return _row(goal, f"<= {LIST_TARGET_MS} ms", measured, LIST_TARGET_MS, "ms")
 

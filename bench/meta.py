@@ -8,8 +8,17 @@ from importlib import metadata
 from pathlib import Path
 
 PACKAGES = [
-    "isotope", "psycopg", "psycopg-pool", "langgraph", "langgraph-checkpoint", "langgraph-checkpoint-postgres",
-    "langchain-core", "langchain-postgres", "openai-agents", "SQLAlchemy", "asyncpg",
+    "isotope",
+    "psycopg",
+    "psycopg-pool",
+    "langgraph",
+    "langgraph-checkpoint",
+    "langgraph-checkpoint-postgres",
+    "langchain-core",
+    "langchain-postgres",
+    "openai-agents",
+    "SQLAlchemy",
+    "asyncpg",
 ]
 
 METHOD = (

@@ -82,7 +82,8 @@ def measure_listing(system: System, probe: Probe, plan: Plan) -> dict[str, Any]:
     probe.execute(ANALYZE)
     result: dict[str, Any] = {
         "sessions": plan.listing_sessions,
-        "stored_bytes_per_message": stored / (plan.listing_sessions * plan.listing_messages + 2 * len(touched)),
+        "stored_bytes_per_message": stored
+        / (plan.listing_sessions * plan.listing_messages + 2 * len(touched)),
         "api": _time_listing(lambda: system.list_recent(plan.listing_limit), expected, plan.listing_calls),
         "sql": None,
         "note": system.listing_note,
@@ -91,7 +92,8 @@ def measure_listing(system: System, probe: Probe, plan: Plan) -> dict[str, Any]:
         query = system.listing_sql
         result["sql"] = _time_listing(
             lambda: [str(r[0]) for r in probe.sql_rows(query, (plan.listing_limit,))],
-            expected, plan.listing_calls,
+            expected,
+            plan.listing_calls,
         )
     result["note"] = system.listing_note  # the API call may have refined it
     return result

@@ -26,11 +26,11 @@ class Plan:
 FULL = Plan()
 QUICK = Plan(
     sessions_per_cell=20,
-    listing_sessions=1000,
+    listing_sessions=500,
     listing_touched=60,
     listing_calls=10,
-    throughput_sessions_per_client=10,
-    throughput_seconds=1.0,
+    throughput_sessions_per_client=5,
+    throughput_seconds=0.5,
     repeat=1,
     quick=True,
 )

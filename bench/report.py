@@ -56,8 +56,10 @@ def render(result: dict[str, Any]) -> str:
     histories = [str(h) for h in meta["plan"]["histories"]]
     for metric in CELL_METRICS:
         lines.append(f"### {metric.title}\n")
-        rows = [[_label(reps, s)] + [cell(summary[metric.key][s][h], metric.unit, s) for h in histories]
-                for s in systems]
+        rows = [
+            [_label(reps, s)] + [cell(summary[metric.key][s][h], metric.unit, s) for h in histories]
+            for s in systems
+        ]
         lines += table(["system"] + [f"H={h}" for h in histories], rows)
     lines += _throughput(meta, summary, reps, systems)
     lines += _listing(reps, systems)
@@ -96,14 +98,15 @@ def _header(meta: dict[str, Any], reps: list[dict[str, Any]]) -> list[str]:
         "",
         f"Cells: repetition 1 / repetition 2 / ... ({len(reps)} repetition(s); even-numbered ones run the "
         "systems in reverse order). (xN) = mean over repetitions of the ratio to the floor measured "
-        f"in the same repetition. Sessions (= timed turns = timed loads) per cell: {plan['sessions_per_cell']}. "
-        "kB = 1024 B.",
+        "in the same repetition. Sessions (= timed turns = timed loads) per cell: "
+        f"{plan['sessions_per_cell']}. kB = 1024 B.",
         "",
     ]
 
 
-def _throughput(meta: dict[str, Any], summary: dict[str, Any], reps: list[dict[str, Any]],
-                systems: list[str]) -> list[str]:
+def _throughput(
+    meta: dict[str, Any], summary: dict[str, Any], reps: list[dict[str, Any]], systems: list[str]
+) -> list[str]:
     plan = meta["plan"]
     clients = [str(c) for c in plan["throughput_clients"]]
     lines = [
@@ -111,32 +114,50 @@ def _throughput(meta: dict[str, Any], summary: dict[str, Any], reps: list[dict[s
         f"round-robin over {plan['throughput_sessions_per_client']} own sessions that start at "
         f"H={plan['throughput_history']}; (xN) = share of the floor's throughput)\n",
     ]
-    rows = [[_label(reps, s)] + [cell(summary["throughput_turns_per_s"][s][c], "turns/s", s) for c in clients]
-            + [str(_longest_history(reps, s))] for s in systems]
+    rows = [
+        [_label(reps, s)]
+        + [cell(summary["throughput_turns_per_s"][s][c], "turns/s", s) for c in clients]
+        + [str(_longest_history(reps, s))]
+        for s in systems
+    ]
     return lines + table(["system"] + [f"{c} client(s)" for c in clients] + ["longest history reached"], rows)
 
 
 def _longest_history(reps: list[dict[str, Any]], system: str) -> int | str:
-    reached = [level["max_history"] for rep in reps
-               for level in (rep["systems"].get(system, {}).get("throughput") or {}).values()]
+    reached = [
+        level["max_history"]
+        for rep in reps
+        for level in (rep["systems"].get(system, {}).get("throughput") or {}).values()
+    ]
     return max(reached) if reached else "-"
 
 
 def _listing(reps: list[dict[str, Any]], systems: list[str]) -> list[str]:
-    sessions = next((r["systems"][s]["listing"]["sessions"] for r in reps for s in systems
-                     if (r["systems"].get(s) or {}).get("listing")), "?")
-    lines = [f"### List the 50 most recently updated of {sessions} sessions, median ms "
-             "(✓ = returned exactly the 50 sessions written last, in order)\n"]
+    sessions = next(
+        (
+            r["systems"][s]["listing"]["sessions"]
+            for r in reps
+            for s in systems
+            if (r["systems"].get(s) or {}).get("listing")
+        ),
+        "?",
+    )
+    lines = [
+        f"### List the 50 most recently updated of {sessions} sessions, median ms "
+        "(✓ = returned exactly the 50 sessions written last, in order)\n"
+    ]
     rows = []
     for s in systems:
         listings = [r["systems"].get(s, {}).get("listing") for r in reps]
-        rows.append([
-            _label(reps, s),
-            _listing_cell([lst and lst.get("api") for lst in listings]),
-            _listing_cell([lst and lst.get("sql") for lst in listings]),
-            " / ".join(fmt(lst and lst["stored_bytes_per_message"], "bytes") for lst in listings),
-            next((lst["note"] for lst in listings if lst), ""),
-        ])
+        rows.append(
+            [
+                _label(reps, s),
+                _listing_cell([lst and lst.get("api") for lst in listings]),
+                _listing_cell([lst and lst.get("sql") for lst in listings]),
+                " / ".join(fmt(lst and lst["stored_bytes_per_message"], "bytes") for lst in listings),
+                next((lst["note"] for lst in listings if lst), ""),
+            ]
+        )
     return lines + table(["system", "library API", "ad-hoc SQL", "stored bytes / message", "note"], rows)
 
 
@@ -156,7 +177,8 @@ def _roundtrip(reps: list[dict[str, Any]]) -> list[str]:
     median = " / ".join(fmt(r["roundtrip_ms"]["median"], "ms") for r in reps)
     p95 = " / ".join(fmt(r["roundtrip_ms"]["p95"], "ms") for r in reps)
     return ["### Raw round trip: psycopg `SELECT 1` (autocommit)\n"] + table(
-        ["median ms", "p95 ms"], [[median, p95]])
+        ["median ms", "p95 ms"], [[median, p95]]
+    )
 
 
 def _goals(goals: list[dict[str, Any]]) -> list[str]:
@@ -166,7 +188,8 @@ def _goals(goals: list[dict[str, Any]]) -> list[str]:
         measured = " / ".join("-" if m is None else f"{m:.2f}{suffix}" for m in g["measured"])
         rows.append([g["goal"], g["target"], measured, g["status"]])
     return ["### Goals of issue 7 (met = met in every repetition)\n"] + table(
-        ["goal", "target", "measured (per repetition)", "status"], rows)
+        ["goal", "target", "measured (per repetition)", "status"], rows
+    )
 
 
 def _problems(meta: dict[str, Any], reps: list[dict[str, Any]]) -> list[str]:

@@ -43,7 +43,9 @@ def run_repetitions(env: Environment, names: list[str]) -> list[dict[str, Any]]:
             started = time.monotonic()
             log(f"[repetition {index + 1}/{env.plan.repeat}] {name} ...")
             rep["systems"][name] = run_system(env, name)
-            log(f"[repetition {index + 1}/{env.plan.repeat}] {name} done in {time.monotonic() - started:.1f}s")
+            log(
+                f"[repetition {index + 1}/{env.plan.repeat}] {name} done in {time.monotonic() - started:.1f}s"
+            )
         repetitions.append(rep)
     return repetitions
 
@@ -80,16 +82,25 @@ def run_system(env: Environment, name: str) -> dict[str, Any]:
 def _run_phases(env: Environment, system: System, probe: Probe, conninfo: str) -> dict[str, Any]:
     plan = env.plan
     result: dict[str, Any] = {
-        "available": True, "label": system.label, "fpi_source": probe.fpi_source,
-        "cells": {}, "errors": {},
+        "available": True,
+        "label": system.label,
+        "fpi_source": probe.fpi_source,
+        "cells": {},
+        "errors": {},
     }
     for history in plan.histories:
-        cell = _phase(result, f"H={history}", lambda h=history: measure_cell(  # type: ignore[misc]
-            system, probe, h, plan.sessions_per_cell))
+        cell = _phase(
+            result,
+            f"H={history}",
+            lambda h=history: measure_cell(  # type: ignore[misc]
+                system, probe, h, plan.sessions_per_cell
+            ),
+        )
         if cell is not None:
             result["cells"][str(history)] = cell
     result["throughput"] = _phase(
-        result, "throughput", lambda: measure_throughput(system, conninfo, plan, env.executor, env.manager))
+        result, "throughput", lambda: measure_throughput(system, conninfo, plan, env.executor, env.manager)
+    )
     result["listing"] = _phase(result, "listing", lambda: measure_listing(system, probe, plan))
     result["checkpoint_allowed"] = probe.checkpoint_allowed
     return result

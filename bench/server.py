@@ -95,4 +95,3 @@ class Cluster:
         for name in list(self._created):
             with contextlib.suppress(psycopg.Error):
                 self.drop_database(with_database(self.url, name))
-

@@ -25,14 +25,32 @@ class Metric:
 CELL_METRICS = [
     Metric("turn_median_ms", "Per-turn persist latency, median ms", "ms", lambda c: c["turn_ms"]["median"]),
     Metric("turn_p95_ms", "Per-turn persist latency, p95 ms", "ms", lambda c: c["turn_ms"]["p95"]),
-    Metric("wal_bytes_per_turn", "WAL bytes per turn (pg_current_wal_lsn diff / turns)", "bytes",
-           lambda c: c["wal_bytes_per_turn"]),
-    Metric("fpi_bytes_per_turn", "of which full-page images per turn", "bytes",
-           lambda c: c["fpi_bytes_per_turn"], ratio=False),
-    Metric("growth_bytes_per_turn", "Table+index+TOAST growth per turn (sum of pg_total_relation_size)",
-           "bytes", lambda c: c["growth_bytes_per_turn"]),
-    Metric("xacts_per_turn", "Write transactions (xids assigned = WAL flushes at commit) per turn",
-           "count", lambda c: c["xacts_per_turn"], ratio=False),
+    Metric(
+        "wal_bytes_per_turn",
+        "WAL bytes per turn (pg_current_wal_lsn diff / turns)",
+        "bytes",
+        lambda c: c["wal_bytes_per_turn"],
+    ),
+    Metric(
+        "fpi_bytes_per_turn",
+        "of which full-page images per turn",
+        "bytes",
+        lambda c: c["fpi_bytes_per_turn"],
+        ratio=False,
+    ),
+    Metric(
+        "growth_bytes_per_turn",
+        "Table+index+TOAST growth per turn (sum of pg_total_relation_size)",
+        "bytes",
+        lambda c: c["growth_bytes_per_turn"],
+    ),
+    Metric(
+        "xacts_per_turn",
+        "Write transactions (xids assigned = WAL flushes at commit) per turn",
+        "count",
+        lambda c: c["xacts_per_turn"],
+        ratio=False,
+    ),
     Metric("load_median_ms", "Load full session, median ms", "ms", lambda c: c["load_ms"]["median"]),
 ]
 
@@ -64,20 +82,26 @@ def mean(values: list[float | None]) -> float | None:
     return sum(present) / len(present) if present else None
 
 
-def build_summary(reps: list[dict[str, Any]], systems: list[str], histories: tuple[int, ...],
-                  clients: tuple[int, ...]) -> dict[str, Any]:
+def build_summary(
+    reps: list[dict[str, Any]], systems: list[str], histories: tuple[int, ...], clients: tuple[int, ...]
+) -> dict[str, Any]:
     """{metric: {system: {column: {"values": [...], "ratios": [...]}}}} for every table."""
     out: dict[str, Any] = {}
     for metric in CELL_METRICS:
         out[metric.key] = {
-            system: {str(h): _entry(cell_values(reps, system, h, metric),
-                                    cell_values(reps, FLOOR, h, metric), metric.ratio)
-                     for h in histories}
+            system: {
+                str(h): _entry(
+                    cell_values(reps, system, h, metric), cell_values(reps, FLOOR, h, metric), metric.ratio
+                )
+                for h in histories
+            }
             for system in systems
         }
     out["throughput_turns_per_s"] = {
-        system: {str(c): _entry(throughput_values(reps, system, c), throughput_values(reps, FLOOR, c), True)
-                 for c in clients}
+        system: {
+            str(c): _entry(throughput_values(reps, system, c), throughput_values(reps, FLOOR, c), True)
+            for c in clients
+        }
         for system in systems
     }
     return out

@@ -24,7 +24,11 @@ BARRIER_TIMEOUT_S = 300.0
 
 
 def measure_throughput(
-    system: System, conninfo: str, plan: Plan, executor: Executor, manager: Any,
+    system: System,
+    conninfo: str,
+    plan: Plan,
+    executor: Executor,
+    manager: Any,
 ) -> dict[str, Any]:
     levels: dict[str, Any] = {}
     for clients in plan.throughput_clients:
@@ -34,8 +38,13 @@ def measure_throughput(
         barrier = manager.Barrier(clients, timeout=BARRIER_TIMEOUT_S)
         futures = [
             executor.submit(
-                run_client, system.name, conninfo, group, plan.throughput_history,
-                plan.throughput_seconds, barrier,
+                run_client,
+                system.name,
+                conninfo,
+                group,
+                plan.throughput_history,
+                plan.throughput_seconds,
+                barrier,
             )
             for group in groups
         ]
@@ -66,7 +75,12 @@ def _verify(system: System, positions: dict[str, int]) -> None:
 
 
 def run_client(
-    system_name: str, conninfo: str, ids: list[str], history: int, seconds: float, barrier: Any,
+    system_name: str,
+    conninfo: str,
+    ids: list[str],
+    history: int,
+    seconds: float,
+    barrier: Any,
 ) -> dict[str, Any]:
     """One client, in a worker process. Texts are made between turns (about 2 µs each)."""
     system = system_class(system_name)(conninfo)

@@ -29,13 +29,16 @@ def new_state(messages: list[BaseMessage]) -> dict[str, Any]:
 def open_manager(url: str, data_dir: Path) -> Any:
     """An opened ``SessionManager`` on ``url`` that ignores any local config file and env vars."""
     try:
-        from app.config import load_settings  # noqa: PLC0415 - optional until the app lands
         from app.core.postgres_session_manager import SessionManager  # noqa: PLC0415
+
+        from app.config import load_settings  # noqa: PLC0415 - optional until the app lands
     except ImportError as exc:
         raise Unavailable(f"app.core.postgres_session_manager is not importable yet ({exc})") from exc
     config = data_dir / "bench-config.yaml"
     config.write_text("{}\n", encoding="utf-8")
-    settings = load_settings(path=config, environ={}, overrides={"database_url": url, "data_dir": str(data_dir)})
+    settings = load_settings(
+        path=config, environ={}, overrides={"database_url": url, "data_dir": str(data_dir)}
+    )
     manager = SessionManager(settings)
     manager.open()
     return manager

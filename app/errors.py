@@ -6,6 +6,7 @@
     │   └── LimitExceeded      a session or message is over a configured size limit
     ├── SessionNotFound        (also a KeyError) no active session has this id
     ├── StaleSession           the stored session moved on since it was read (optimistic check failed)
+    ├── SessionBusy            another turn holds the session's lock for longer than the timeout
     ├── StoreUnavailable       no store could take the request (PostgreSQL down and no fallback)
     ├── StoreNotOpen           a store or manager was used before ``open()``
     ├── MigrationError         the schema could not be brought to the current version
@@ -55,6 +56,10 @@ class SessionNotFound(IsotopeError, KeyError):
 
 class StaleSession(IsotopeError):
     """The stored session changed since it was read; reload and retry."""
+
+
+class SessionBusy(IsotopeError):
+    """Another process or thread holds the session's lock for longer than the lock timeout."""
 
 
 class StoreUnavailable(IsotopeError):

@@ -1,0 +1,179 @@
+"""The schema, as an ordered, append-only list of migrations with a version table.
+
+Never edit a released migration: add one. ``migrate()`` applies what is missing under a
+transaction-scoped advisory lock, so processes racing on an empty database queue up instead of
+colliding on ``CREATE TABLE``. ``tests/test_schema.py`` proves that the migrations produce
+:data:`CURRENT_SCHEMA_SUMMARY`'s tables and indexes.
+
+Layout (every table carries ``session_id``, and no write touches two sessions, so the schema
+could be distributed by ``session_id``):
+
+* ``isotope_sessions``: the guide's table, one row per session. ``session_data`` holds the
+  session's members other than its messages (small ones inline, large ones as a
+  ``{"$iso": "member"}`` reference) and a ``{"$iso": "messages", "count": N}`` marker.
+* ``isotope_messages``: append-only, one row per message, keyed ``(session_id, seq)``.
+* ``isotope_session_members``: members too large to rewrite with every save.
+* ``isotope_spool_applied``: ids of outage-spool writes already replayed (idempotent replay).
+* ``isotope_session_documents``: a view giving each session as one jsonb document.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+
+from app.errors import MigrationError
+
+log = logging.getLogger("isotope.store.schema")
+
+# pg_advisory_xact_lock key for migrations: the first 8 bytes of sha1("isotope.schema").
+MIGRATION_LOCK_KEY = 0x3A1F_5B7C_2D4E_6A01
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    sql: str
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "sessions table, as the guide defines it", """
+        CREATE TABLE IF NOT EXISTS isotope_sessions (
+            session_id VARCHAR(255) PRIMARY KEY,
+            session_data JSONB NOT NULL,
+            metadata JSONB DEFAULT '{}',
+            created_at TIMESTAMP WITH TIME ZONE DEFAULT CURRENT_TIMESTAMP,
+            last_updated TIMESTAMP WITH TIME ZONE DEFAULT CURRENT_TIMESTAMP,
+            expires_at TIMESTAMP WITH TIME ZONE,
+            version INTEGER DEFAULT 1,
+            is_active BOOLEAN DEFAULT TRUE
+        );
+        CREATE INDEX IF NOT EXISTS idx_isotope_sessions_last_updated
+            ON isotope_sessions (last_updated DESC);
+        CREATE INDEX IF NOT EXISTS idx_isotope_sessions_created_at
+            ON isotope_sessions (created_at);
+        -- Partial: only inactive rows. Every save updates its row; a full index on a boolean
+        -- would take a new entry per save for nothing (active rows are found through
+        -- last_updated), costing WAL on the hottest path.
+        CREATE INDEX IF NOT EXISTS idx_isotope_sessions_is_active
+            ON isotope_sessions (is_active) WHERE NOT is_active;
+        -- Partial for the same reason: sessions without an expiry never enter it.
+        CREATE INDEX IF NOT EXISTS idx_isotope_sessions_expires_at
+            ON isotope_sessions (expires_at) WHERE expires_at IS NOT NULL;
+    """),
+    Migration(2, "append-only messages and out-of-line members", """
+        CREATE TABLE isotope_messages (
+            session_id VARCHAR(255) NOT NULL,
+            seq INTEGER NOT NULL,
+            message JSONB NOT NULL,
+            PRIMARY KEY (session_id, seq)
+        );
+        CREATE TABLE isotope_session_members (
+            session_id VARCHAR(255) NOT NULL,
+            name TEXT NOT NULL,
+            value JSONB NOT NULL,
+            PRIMARY KEY (session_id, name)
+        );
+    """),
+    Migration(3, "replayed outage-spool writes", """
+        CREATE TABLE isotope_spool_applied (
+            session_id VARCHAR(255) NOT NULL,
+            write_id UUID NOT NULL,
+            applied_at TIMESTAMP WITH TIME ZONE NOT NULL DEFAULT now(),
+            version INTEGER NOT NULL,
+            PRIMARY KEY (session_id, write_id)
+        );
+    """),
+    Migration(4, "whole-document view for SQL users", """
+        CREATE VIEW isotope_session_documents AS
+        SELECT s.session_id, s.metadata, s.created_at, s.last_updated, s.expires_at, s.version,
+               s.is_active,
+               CASE WHEN s.session_data #>> '{messages,present}' = 'false'
+                    THEN s.session_data - 'messages' ELSE s.session_data END
+               || COALESCE((SELECT jsonb_object_agg(b.name, b.value)
+                              FROM isotope_session_members b
+                             WHERE b.session_id = s.session_id), '{}'::jsonb)
+               || CASE WHEN s.session_data #>> '{messages,$iso}' = 'messages'
+                        AND s.session_data #>> '{messages,present}' IS DISTINCT FROM 'false'
+                       THEN jsonb_build_object('messages', COALESCE(
+                            (SELECT jsonb_agg(m.message ORDER BY m.seq)
+                               FROM isotope_messages m
+                              WHERE m.session_id = s.session_id), '[]'::jsonb))
+                       ELSE '{}'::jsonb END AS document
+          FROM isotope_sessions s;
+    """),
+)
+
+LATEST_VERSION = MIGRATIONS[-1].version
+
+CREATE_VERSION_TABLE = """
+    CREATE TABLE IF NOT EXISTS isotope_schema_version (
+        version INTEGER PRIMARY KEY,
+        name TEXT NOT NULL,
+        applied_at TIMESTAMP WITH TIME ZONE NOT NULL DEFAULT now()
+    )
+"""
+SELECT_VERSION = "SELECT COALESCE(max(version), 0) FROM isotope_schema_version"
+INSERT_VERSION = "INSERT INTO isotope_schema_version (version, name) VALUES (%s, %s)"
+TAKE_MIGRATION_LOCK = "SELECT pg_advisory_xact_lock(%s)"
+
+# What the current schema must contain; checked against the catalog by the tests and by
+# `isotope doctor`.
+CURRENT_SCHEMA_SUMMARY: dict[str, Any] = {
+    "tables": {
+        "isotope_sessions": ["session_id", "session_data", "metadata", "created_at", "last_updated",
+                             "expires_at", "version", "is_active"],
+        "isotope_messages": ["session_id", "seq", "message"],
+        "isotope_session_members": ["session_id", "name", "value"],
+        "isotope_spool_applied": ["session_id", "write_id", "applied_at", "version"],
+        "isotope_schema_version": ["version", "name", "applied_at"],
+    },
+    "indexes": ["idx_isotope_sessions_last_updated", "idx_isotope_sessions_created_at",
+                "idx_isotope_sessions_is_active", "idx_isotope_sessions_expires_at"],
+    "views": ["isotope_session_documents"],
+}
+
+
+def schema_version(conn: psycopg.Connection[Any]) -> int | None:
+    """The applied schema version; None when Isotope's tables do not exist yet."""
+    exists = conn.execute("SELECT to_regclass('isotope_schema_version') IS NOT NULL").fetchone()
+    if not exists or not exists[0]:
+        return None
+    row = conn.execute(SELECT_VERSION).fetchone()
+    return int(row[0]) if row else 0
+
+
+def migrate(conn: psycopg.Connection[Any]) -> list[int]:
+    """Apply missing migrations; return the versions applied (empty when up to date)."""
+    current = schema_version(conn)
+    if current == LATEST_VERSION:
+        return []
+    if current is not None and current > LATEST_VERSION:
+        raise MigrationError(
+            f"the database schema is at version {current}, newer than this Isotope knows "
+            f"({LATEST_VERSION}); upgrade Isotope"
+        )
+    applied: list[int] = []
+    started = time.perf_counter()
+    try:
+        with conn.transaction():
+            conn.execute(TAKE_MIGRATION_LOCK, (MIGRATION_LOCK_KEY,))
+            conn.execute(CREATE_VERSION_TABLE)
+            row = conn.execute(SELECT_VERSION).fetchone()
+            current = int(row[0]) if row else 0
+            for migration in MIGRATIONS:
+                if migration.version <= current:
+                    continue
+                conn.execute(migration.sql, prepare=False)  # type: ignore[arg-type]  # constant
+                conn.execute(INSERT_VERSION, (migration.version, migration.name))
+                applied.append(migration.version)
+    except psycopg.Error as exc:
+        raise MigrationError(f"could not apply schema migrations: {exc.diag.message_primary or exc}") from exc
+    if applied:
+        log.info("applied schema migrations %s in %.1f ms", applied, (time.perf_counter() - started) * 1e3)
+    return applied

@@ -1,0 +1,111 @@
+"""The outage spool: writes acknowledged while PostgreSQL was unreachable, kept on local disk.
+
+Each record is one file ``<data_dir>/spool/<time_ns>-<session key>-<pid>-<n>.json``, written to a
+temporary name, fsync'd, renamed and the directory fsync'd *before* the turn is acknowledged.
+File names sort in acknowledgement order, and carry the session key so a session's backlog is
+found without opening files.
+
+A record is a delta against the state the writer knew (``base_version``/``base_count``), or
+the whole message list (``full``) when it knew nothing. Replay
+(:meth:`app.store.postgres.PostgresSessionStore.apply_spooled`) applies records in order, each
+in one transaction that also inserts its ``write_id`` into ``isotope_spool_applied``; the file
+is removed only after that commit, so a crash anywhere in between replays nothing twice.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import itertools
+import json
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from app.errors import StoreUnavailable
+from app.store.files import _fsync_dir, _key
+
+_counter = itertools.count()
+
+
+class Spool:
+    """A directory of pending records."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.root = Path(data_dir) / "spool"
+        self.failed = self.root / "failed"
+
+    def open(self) -> None:
+        self.failed.mkdir(parents=True, exist_ok=True)
+
+    def append(self, record: dict[str, Any]) -> Path:
+        """Durably add a record; returns its path. Raises StoreUnavailable if the disk refuses."""
+        name = f"{time.time_ns():020d}-{_key(record['session_id'])}-{os.getpid()}-{next(_counter):06d}.json"
+        path = self.root / name
+        tmp = self.root / f".{name}.tmp"
+        try:
+            with open(tmp, "w", encoding="utf-8") as fh:
+                fh.write(json.dumps(record, ensure_ascii=False, separators=(",", ":")))
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+            _fsync_dir(self.root)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise StoreUnavailable(
+                f"PostgreSQL is unreachable and the outage spool at {self.root} refused the write: {exc}"
+            ) from exc
+        return path
+
+    def pending(self, session_id: str | None = None) -> list[Path]:
+        """Records not yet replayed, oldest first (optionally one session's)."""
+        if not self.root.is_dir():
+            return []
+        key = _key(session_id) if session_id is not None else None
+        names = sorted(
+            entry.name for entry in os.scandir(self.root)
+            if entry.name.endswith(".json") and not entry.name.startswith(".")
+            and (key is None or entry.name.split("-")[1] == key)
+        )
+        return [self.root / name for name in names]
+
+    def has_pending(self, session_id: str) -> bool:
+        return bool(self.pending(session_id))
+
+    def depth(self) -> int:
+        return len(self.pending())
+
+    def read(self, path: Path) -> dict[str, Any] | None:
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))  # type: ignore[no-any-return]
+        except FileNotFoundError:
+            return None  # replayed by another process meanwhile
+
+    def remove(self, path: Path) -> None:
+        path.unlink(missing_ok=True)
+        _fsync_dir(self.root)
+
+    def quarantine(self, path: Path, reason: str) -> Path:
+        """Move a record that cannot be replayed aside, with the reason next to it."""
+        target = self.failed / path.name
+        os.replace(path, target)
+        target.with_suffix(".reason.txt").write_text(reason + "\n", encoding="utf-8")
+        _fsync_dir(self.root)
+        return target
+
+    @contextmanager
+    def replay_lock(self) -> Iterator[bool]:
+        """Yield True when this process may replay (one replayer per data dir at a time)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.root / ".replay.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                yield False
+                return
+            yield True
+        finally:
+            os.close(fd)

@@ -1,0 +1,245 @@
+"""Every statement the PostgreSQL store runs, as named constants with bound parameters.
+
+Each write touches one session (``session_id = %(sid)s``); only listing, statistics and the
+expiry scan read across sessions.
+"""
+
+# The hot path: the cache says the row is at %(expected)s, so one statement (one round trip,
+# one commit) bumps the row, appends the new messages and writes the changed large members.
+# Every CTE depends on `upd`, so when the version moved nothing at all is written and the
+# caller falls back to the locked path.
+APPEND = """
+WITH upd AS (
+    UPDATE isotope_sessions
+       SET session_data = %(data)s::jsonb,
+           metadata = COALESCE(%(meta)s::jsonb, metadata),
+           expires_at = CASE WHEN %(hours)s::float8 IS NULL THEN expires_at
+                             ELSE now() + %(hours)s::float8 * interval '1 hour' END,
+           last_updated = now(),
+           version = version + 1,
+           is_active = TRUE
+     WHERE session_id = %(sid)s AND version = %(expected)s
+ RETURNING version, created_at, last_updated, expires_at
+), msg AS (
+    INSERT INTO isotope_messages (session_id, seq, message)
+    SELECT %(sid)s, %(base)s + t.ord::int - 1, t.m::jsonb
+      FROM upd, unnest(%(msgs)s::text[]) WITH ORDINALITY AS t(m, ord)
+), mem AS (
+    INSERT INTO isotope_session_members (session_id, name, value)
+    SELECT %(sid)s, u.k, u.v::jsonb
+      FROM upd, unnest(%(mk)s::text[], %(mv)s::text[]) AS u(k, v)
+        ON CONFLICT (session_id, name) DO UPDATE SET value = EXCLUDED.value
+), gone AS (
+    DELETE FROM isotope_session_members
+     WHERE session_id = %(sid)s AND name = ANY(%(del)s::text[]) AND EXISTS (SELECT FROM upd)
+)
+SELECT version, created_at, last_updated, expires_at FROM upd
+"""
+
+# The locked path, one transaction: lock the row, find where the stored history first differs
+# from the new one, cut there, append the rest, sync members, bump the row.
+LOCK_ROW = """
+SELECT version, COALESCE((session_data #>> '{messages,count}')::int, 0)
+  FROM isotope_sessions WHERE session_id = %(sid)s FOR UPDATE
+"""
+
+CREATE_ROW = """
+INSERT INTO isotope_sessions (session_id, session_data, metadata, expires_at)
+VALUES (%(sid)s, %(data)s::jsonb, COALESCE(%(meta)s::jsonb, '{}'::jsonb),
+        CASE WHEN %(hours)s::float8 IS NULL THEN NULL
+             ELSE now() + %(hours)s::float8 * interval '1 hour' END)
+ON CONFLICT (session_id) DO NOTHING
+RETURNING version, created_at, last_updated, expires_at
+"""
+
+FIRST_DIFFERENCE = """
+WITH new AS (
+    SELECT t.ord::int - 1 AS seq, t.m::jsonb AS message
+      FROM unnest(%(msgs)s::text[]) WITH ORDINALITY AS t(m, ord)
+), old AS (
+    SELECT seq, message FROM isotope_messages WHERE session_id = %(sid)s
+)
+SELECT min(COALESCE(new.seq, old.seq))
+  FROM new FULL JOIN old ON new.seq = old.seq
+ WHERE new.message IS DISTINCT FROM old.message
+"""
+
+COUNT_MESSAGES = "SELECT count(*) FROM isotope_messages WHERE session_id = %(sid)s"
+
+CUT_MESSAGES = "DELETE FROM isotope_messages WHERE session_id = %(sid)s AND seq >= %(base)s"
+
+INSERT_MESSAGES = """
+INSERT INTO isotope_messages (session_id, seq, message)
+SELECT %(sid)s, %(base)s + t.ord::int - 1, t.m::jsonb
+  FROM unnest(%(msgs)s::text[]) WITH ORDINALITY AS t(m, ord)
+"""
+
+UPSERT_MEMBERS = """
+INSERT INTO isotope_session_members AS b (session_id, name, value)
+SELECT %(sid)s, u.k, u.v::jsonb FROM unnest(%(mk)s::text[], %(mv)s::text[]) AS u(k, v)
+    ON CONFLICT (session_id, name) DO UPDATE SET value = EXCLUDED.value
+ WHERE b.value IS DISTINCT FROM EXCLUDED.value
+"""
+
+DELETE_OTHER_MEMBERS = """
+DELETE FROM isotope_session_members WHERE session_id = %(sid)s AND NOT (name = ANY(%(keep)s::text[]))
+"""
+
+DELETE_MEMBERS = """
+DELETE FROM isotope_session_members WHERE session_id = %(sid)s AND name = ANY(%(names)s::text[])
+"""
+
+UPDATE_ROW = """
+UPDATE isotope_sessions
+   SET session_data = %(data)s::jsonb,
+       metadata = COALESCE(%(meta)s::jsonb, metadata),
+       expires_at = CASE WHEN %(hours)s::float8 IS NULL THEN expires_at
+                         ELSE now() + %(hours)s::float8 * interval '1 hour' END,
+       last_updated = now(),
+       version = version + 1,
+       is_active = TRUE
+ WHERE session_id = %(sid)s
+RETURNING version, created_at, last_updated, expires_at
+"""
+
+# Replaying a spooled write: its expiry is absolute (fixed when the turn was acknowledged).
+UPDATE_ROW_REPLAY = """
+UPDATE isotope_sessions
+   SET session_data = jsonb_set(%(data)s::jsonb, '{messages,count}', to_jsonb(%(count)s::int), FALSE),
+       metadata = COALESCE(%(meta)s::jsonb, metadata),
+       expires_at = CASE WHEN %(set_expiry)s THEN %(expires_at)s::timestamptz ELSE expires_at END,
+       last_updated = now(),
+       version = version + 1,
+       is_active = TRUE
+ WHERE session_id = %(sid)s
+RETURNING version, created_at, last_updated, expires_at
+"""
+
+CREATE_ROW_REPLAY = """
+INSERT INTO isotope_sessions (session_id, session_data, metadata, expires_at, created_at)
+VALUES (%(sid)s, jsonb_set(%(data)s::jsonb, '{messages,count}', to_jsonb(%(count)s::int), FALSE),
+        COALESCE(%(meta)s::jsonb, '{}'::jsonb), %(expires_at)s::timestamptz, %(created_at)s)
+RETURNING version, created_at, last_updated, expires_at
+"""
+
+# Did a write whose outcome was unknown (connection lost at commit) land after all?
+TAIL_MATCHES = """
+SELECT count(*) FROM isotope_messages m
+  JOIN unnest(%(msgs)s::text[]) WITH ORDINALITY AS t(x, ord) ON m.seq = %(base)s + t.ord::int - 1
+ WHERE m.session_id = %(sid)s AND m.message = t.x::jsonb
+"""
+
+SPOOL_ALREADY_APPLIED = """
+SELECT version FROM isotope_spool_applied WHERE session_id = %(sid)s AND write_id = %(wid)s
+"""
+
+SPOOL_MARK_APPLIED = """
+INSERT INTO isotope_spool_applied (session_id, write_id, version) VALUES (%(sid)s, %(wid)s, %(version)s)
+"""
+
+LOAD = """
+SELECT s.session_data::text, s.metadata::text, s.version, s.created_at, s.last_updated,
+       s.expires_at, s.is_active,
+       (SELECT json_agg(m.message ORDER BY m.seq)
+          FROM isotope_messages m WHERE m.session_id = s.session_id)::text,
+       (SELECT json_object_agg(b.name, b.value)
+          FROM isotope_session_members b WHERE b.session_id = s.session_id)::text
+  FROM isotope_sessions s
+ WHERE s.session_id = %(sid)s AND s.is_active AND (s.expires_at IS NULL OR s.expires_at > now())
+"""
+
+_INFO_COLUMNS = """
+session_id, metadata::text, created_at, last_updated, expires_at, version,
+is_active AND (expires_at IS NULL OR expires_at > now()) AS is_active,
+COALESCE((session_data #>> '{messages,count}')::int, 0) AS message_count
+"""
+
+_ACTIVE = "is_active AND (expires_at IS NULL OR expires_at > now())"
+
+INFO = f"SELECT {_INFO_COLUMNS} FROM isotope_sessions WHERE session_id = %(sid)s"
+
+LIST_ACTIVE = f"""
+SELECT {_INFO_COLUMNS} FROM isotope_sessions WHERE {_ACTIVE}
+ ORDER BY last_updated DESC LIMIT %(limit)s OFFSET %(offset)s
+"""
+
+LIST_ALL = f"""
+SELECT {_INFO_COLUMNS} FROM isotope_sessions
+ ORDER BY last_updated DESC LIMIT %(limit)s OFFSET %(offset)s
+"""
+
+COUNT_ACTIVE = f"SELECT count(*) FROM isotope_sessions WHERE {_ACTIVE}"
+COUNT_ALL = "SELECT count(*) FROM isotope_sessions"
+
+ACTIVE_IDS = f"SELECT session_id FROM isotope_sessions WHERE {_ACTIVE} ORDER BY last_updated DESC"
+
+STATISTICS = f"""
+SELECT count(*),
+       count(*) FILTER (WHERE {_ACTIVE}),
+       count(*) FILTER (WHERE expires_at IS NOT NULL AND expires_at <= now()),
+       COALESCE(sum((session_data #>> '{{messages,count}}')::int), 0),
+       COALESCE(avg((session_data #>> '{{messages,count}}')::int) FILTER (WHERE {_ACTIVE}), 0),
+       min(created_at), max(created_at),
+       count(*) FILTER (WHERE created_at > now() - interval '24 hours'),
+       pg_total_relation_size('isotope_sessions') + pg_total_relation_size('isotope_messages')
+       + pg_total_relation_size('isotope_session_members')
+       + pg_total_relation_size('isotope_spool_applied')
+  FROM isotope_sessions
+"""
+
+SOFT_DELETE = "UPDATE isotope_sessions SET is_active = FALSE WHERE session_id = %(sid)s RETURNING 1"
+
+HARD_DELETE = """
+WITH m AS (DELETE FROM isotope_messages WHERE session_id = %(sid)s),
+     b AS (DELETE FROM isotope_session_members WHERE session_id = %(sid)s),
+     a AS (DELETE FROM isotope_spool_applied WHERE session_id = %(sid)s)
+DELETE FROM isotope_sessions WHERE session_id = %(sid)s RETURNING 1
+"""
+
+# Expiry: the scan reads across sessions (it must); each change is then made per session.
+EXPIRED_ACTIVE = """
+SELECT session_id FROM isotope_sessions
+ WHERE is_active AND expires_at IS NOT NULL AND expires_at <= now()
+ LIMIT %(batch)s
+"""
+
+EXPIRED_OR_STALE = """
+SELECT session_id FROM isotope_sessions
+ WHERE (expires_at IS NOT NULL AND expires_at <= now())
+    OR (%(stale_hours)s::float8 IS NOT NULL AND NOT is_active
+        AND last_updated <= now() - %(stale_hours)s::float8 * interval '1 hour')
+ LIMIT %(batch)s
+"""
+
+DEACTIVATE_IF_EXPIRED = """
+UPDATE isotope_sessions SET is_active = FALSE
+ WHERE session_id = %(sid)s AND is_active AND expires_at IS NOT NULL AND expires_at <= now()
+RETURNING 1
+"""
+
+HARD_DELETE_IF_EXPIRED = """
+WITH doomed AS (
+    SELECT session_id FROM isotope_sessions
+     WHERE session_id = %(sid)s
+       AND ((expires_at IS NOT NULL AND expires_at <= now())
+            OR (%(stale_hours)s::float8 IS NOT NULL AND NOT is_active
+                AND last_updated <= now() - %(stale_hours)s::float8 * interval '1 hour'))
+       FOR UPDATE
+), m AS (DELETE FROM isotope_messages WHERE session_id IN (SELECT session_id FROM doomed)),
+   b AS (DELETE FROM isotope_session_members WHERE session_id IN (SELECT session_id FROM doomed)),
+   a AS (DELETE FROM isotope_spool_applied WHERE session_id IN (SELECT session_id FROM doomed))
+DELETE FROM isotope_sessions WHERE session_id IN (SELECT session_id FROM doomed) RETURNING 1
+"""
+
+PRUNE_SPOOL_APPLIED = """
+DELETE FROM isotope_spool_applied WHERE session_id = %(sid)s AND applied_at < now() - interval '30 days'
+"""
+
+PING = """
+SELECT current_database(), current_setting('server_version'), current_setting('synchronous_commit'),
+       current_setting('fsync')
+"""
+
+TRY_SESSION_LOCK = "SELECT pg_try_advisory_lock(%(key)s)"
+SESSION_LOCK = "SELECT pg_advisory_lock(%(key)s)"
+SESSION_UNLOCK = "SELECT pg_advisory_unlock(%(key)s)"

@@ -1,0 +1,387 @@
+"""Turning a full session state into the smallest write: which messages are new, which members changed.
+
+``save_session`` receives the *whole* state every time. To write O(new) bytes instead of
+O(history), each process remembers, per session, what it last wrote or read (a
+:class:`CacheEntry`): the stored version, and a *snapshot* of every stored message and member.
+A snapshot shares the immutable leaves (strings, numbers) with the live objects and copies every
+mutable container, so ``live == snapshot`` is a C-level comparison that short-circuits on
+identical strings and still catches in-place edits (``msg.content = ...``,
+``msg.additional_kwargs["k"] = ...``, ``state["messages"][3] = other``). That comparison is the
+only O(history) work of a save: about 0.2 µs per message.
+
+When the cache has nothing (a new process) or the stored version moved (another writer), the
+planner encodes the whole state and the store lets PostgreSQL find the first differing message.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import datetime as dt
+import enum
+import uuid
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from decimal import Decimal
+from operator import attrgetter
+from pathlib import PurePath
+from threading import Lock
+from typing import Any
+
+from pydantic import BaseModel
+
+from app.errors import LimitExceeded
+from app.store import codec
+
+MESSAGES = "messages"
+_IMMUTABLE: frozenset[type] = frozenset({
+    str, int, float, bool, type(None), bytes, complex, Decimal, uuid.UUID, dt.datetime, dt.date,
+    dt.time, dt.timedelta, type(Ellipsis),
+})
+_fields_of = attrgetter("__dict__")
+
+
+def snapshot(value: Any) -> Any:
+    """A copy of ``value`` that shares immutable leaves and copies every mutable container."""
+    kind = type(value)
+    if kind in _IMMUTABLE:
+        return value
+    if kind is dict:
+        return {k: snapshot(v) for k, v in value.items()}
+    if kind is list:
+        return [snapshot(v) for v in value]
+    if kind is tuple or kind is frozenset:
+        return kind(snapshot(v) for v in value)
+    if kind is set:
+        return set(value)
+    if issubclass(kind, BaseModel) or dataclasses.is_dataclass(kind) or issubclass(kind, bytearray):
+        # pydantic's deep copy shares strings, so comparing it with the live model stays cheap.
+        try:
+            return value.model_copy(deep=True) if isinstance(value, BaseModel) else copy.deepcopy(value)
+        except Exception:
+            return value
+    if issubclass(kind, enum.Enum | PurePath):
+        return value
+    # Types the codec skips (locks, sockets...) compare by identity: they are never stored.
+    return value
+
+
+def view(message: Any) -> Any:
+    """What a snapshot of ``message`` is compared with: its fields for models, else the value."""
+    if isinstance(message, BaseModel):
+        return message.__dict__
+    return message
+
+
+def message_snapshot(message: Any) -> Any:
+    if isinstance(message, BaseModel):
+        return snapshot(message.__dict__)
+    return snapshot(message)
+
+
+@dataclass
+class MemberState:
+    """One top-level member other than the messages, as stored."""
+
+    snap: Any
+    text: str
+    inline: bool
+
+
+@dataclass
+class CacheEntry:
+    """What this process knows the store holds for one session.
+
+    ``sizes`` (encoded bytes per message) is None after a load, where only the total is known;
+    a history rewrite then takes the uncached path, which measures everything again.
+    """
+
+    version: int
+    snaps: list[Any]
+    sizes: list[int] | None
+    total_bytes: int
+    members: dict[str, MemberState]
+    all_models: bool
+
+    @property
+    def count(self) -> int:
+        return len(self.snaps)
+
+
+@dataclass
+class Plan:
+    """One save, worked out before any I/O. ``expected_version`` None means: no usable cache."""
+
+    session_id: str
+    expected_version: int | None
+    base_count: int
+    rewrite: bool
+    new_texts: list[str]
+    all_texts: list[str] | None
+    upsert_members: dict[str, str]
+    delete_members: list[str]
+    session_data_text: str
+    metadata_text: str | None
+    expires_in_hours: float | None
+    skipped: list[str]
+    entry: CacheEntry = field(repr=False)
+
+    @property
+    def message_count(self) -> int:
+        return self.entry.count
+
+
+class Limits:
+    def __init__(self, max_message_bytes: int, max_session_bytes: int, inline_bytes: int) -> None:
+        self.max_message_bytes = max_message_bytes
+        self.max_session_bytes = max_session_bytes
+        self.inline_bytes = inline_bytes
+
+
+def _encode_text(value: Any, root: str, skipped: list[str], limit: int | None) -> tuple[str, int]:
+    encoded = codec.encode(value, root)
+    skipped.extend(encoded.skipped)
+    text = codec.dumps(encoded.value)
+    size = len(text.encode("utf-8")) if not text.isascii() else len(text)
+    if limit is not None and size > limit:
+        raise LimitExceeded(root, f"is {size} bytes encoded; the limit is {limit} (store.max_message_bytes)")
+    return text, size
+
+
+def plan_save(
+    session_id: str,
+    data: dict[str, Any],
+    metadata: dict[str, Any] | None,
+    expires_in_hours: float | None,
+    entry: CacheEntry | None,
+    limits: Limits,
+) -> Plan:
+    """Work out what to write. Raises InvalidInput/LimitExceeded before anything is written."""
+    skipped: list[str] = []
+    messages = data.get(MESSAGES)
+    if not isinstance(messages, list):
+        messages = None
+    live = messages or []
+
+    base, rewrite = _common_prefix(live, entry)
+    if rewrite and entry is not None and entry.sizes is None:
+        entry, base, rewrite = None, 0, False
+    new_msgs = live[base:]
+    new_texts: list[str] = []
+    new_sizes: list[int] = []
+    for offset, message in enumerate(new_msgs):
+        text, size = _encode_text(
+            message, f"session_data.messages[{base + offset}]", skipped, limits.max_message_bytes
+        )
+        new_texts.append(text)
+        new_sizes.append(size)
+    if entry is None:
+        sizes: list[int] | None = new_sizes
+        message_bytes = sum(new_sizes)
+    elif entry.sizes is None:  # append after a load: only the total is known
+        sizes, message_bytes = None, entry.total_bytes + sum(new_sizes)
+    else:
+        sizes = entry.sizes[:base] + new_sizes
+        message_bytes = sum(sizes)
+    snaps = (entry.snaps[:base] if entry is not None else []) + [message_snapshot(m) for m in new_msgs]
+    all_models = (entry is None or entry.all_models or base == 0) and all(
+        isinstance(m, BaseModel) for m in (live if entry is None or base == 0 else new_msgs)
+    )
+
+    members = _plan_members(data, messages is not None, entry, skipped)
+    total = message_bytes + sum(len(m.text) for m in members.values())
+    if total > limits.max_session_bytes:
+        raise LimitExceeded(
+            "session_data", f"is {total} bytes encoded; the limit is {limits.max_session_bytes} "
+            "(store.max_session_bytes)"
+        )
+    _place_members(members, limits.inline_bytes)
+    old_members = entry.members if entry is not None else {}
+    upsert = {
+        name: m.text for name, m in members.items()
+        if not m.inline and (name not in old_members or old_members[name].inline
+                             or old_members[name].text != m.text)
+    }
+    delete = [name for name, m in old_members.items() if not m.inline and (name not in members
+                                                                           or members[name].inline)]
+    meta_text = None
+    if metadata is not None:
+        meta_text, _ = _encode_text(metadata, "metadata", skipped, limits.max_message_bytes)
+
+    new_entry = CacheEntry(version=0, snaps=snaps, sizes=sizes, total_bytes=message_bytes,
+                           members=members, all_models=all_models)
+    if entry is None:
+        all_texts = new_texts
+        upsert = {name: m.text for name, m in members.items() if not m.inline}
+        delete = []
+    else:
+        all_texts = None
+    return Plan(
+        session_id=session_id,
+        expected_version=entry.version if entry is not None else None,
+        base_count=base,
+        rewrite=rewrite,
+        new_texts=new_texts,
+        all_texts=all_texts,
+        upsert_members=upsert,
+        delete_members=delete,
+        session_data_text=_session_data_text(data, members, len(snaps), message_bytes),
+        metadata_text=meta_text,
+        expires_in_hours=expires_in_hours,
+        skipped=skipped,
+        entry=new_entry,
+    )
+
+
+def _common_prefix(live: list[Any], entry: CacheEntry | None) -> tuple[int, bool]:
+    """How many leading messages are stored unchanged, and whether the rest must be rewritten."""
+    if entry is None:
+        return 0, False
+    stored = entry.snaps
+    n = len(stored)
+    if len(live) >= n:
+        prefix = live[:n]
+        views = None
+        if entry.all_models:
+            try:
+                views = list(map(_fields_of, prefix))
+            except AttributeError:  # a plain value took a model's place
+                views = None
+        if views is None:
+            views = [view(m) for m in prefix]
+        if views == stored:
+            return n, False
+    k = 0
+    for k in range(min(n, len(live))):
+        if view(live[k]) != stored[k]:
+            break
+    else:
+        k = min(n, len(live))
+    return k, True
+
+
+def _plan_members(
+    data: dict[str, Any], messages_is_list: bool, entry: CacheEntry | None, skipped: list[str]
+) -> dict[str, MemberState]:
+    members: dict[str, MemberState] = {}
+    old = entry.members if entry is not None else {}
+    for name, value in data.items():
+        if name == MESSAGES and messages_is_list:
+            continue
+        before = old.get(name)
+        if before is not None and _same(value, before.snap):
+            members[name] = MemberState(before.snap, before.text, before.inline)
+            continue
+        text, _ = _encode_text(value, f"session_data.{name}", skipped, None)
+        members[name] = MemberState(snapshot(value), text, True)
+    return members
+
+
+def _same(value: Any, snap: Any) -> bool:
+    try:
+        return bool(value == snap)
+    except Exception:
+        return False
+
+
+def _place_members(members: dict[str, MemberState], budget: int) -> None:
+    """Keep small members inline in session_data, smallest first, within ``budget`` bytes."""
+    used = 0
+    for name in sorted(members, key=lambda n: len(members[n].text)):
+        size = len(members[name].text)
+        members[name].inline = used + size <= budget
+        if members[name].inline:
+            used += size
+
+
+def _session_data_text(data: dict[str, Any], members: dict[str, MemberState], count: int, size: int) -> str:
+    parts = []
+    for name in data:
+        key = codec.dumps(name)
+        if name in members:
+            m = members[name]
+            body = m.text if m.inline else f'{{"{codec.TAG}":"member","bytes":{len(m.text)}}}'
+        else:
+            body = f'{{"{codec.TAG}":"messages","count":{count},"bytes":{size}}}'
+        parts.append(f"{key}:{body}")
+    if MESSAGES not in data:  # keep the count visible to SQL without inventing a member
+        parts.append(f'"{MESSAGES}":{{"{codec.TAG}":"messages","count":0,"bytes":0,"present":false}}')
+    return "{" + ",".join(parts) + "}"
+
+
+def assemble(session_data: dict[str, Any], messages: list[Any] | None,
+             members: dict[str, Any] | None) -> dict[str, Any]:
+    """Rebuild the saved dict from the row's session_data, the message rows and the member rows."""
+    out: dict[str, Any] = {}
+    members = members or {}
+    for name, value in session_data.items():
+        if isinstance(value, dict) and value.get(codec.TAG) == "messages":
+            if name == MESSAGES and value.get("present", True):
+                out[name] = messages if messages is not None else []
+        elif isinstance(value, dict) and value.get(codec.TAG) == "member":
+            if name not in members:
+                raise codec.CodecError(f"member {name!r} is missing from isotope_session_members")
+            out[name] = members[name]
+        else:
+            out[name] = value
+    return out
+
+
+def entry_from_loaded(version: int, data: dict[str, Any], out_of_line: set[str],
+                      message_bytes: int) -> CacheEntry:
+    """A cache entry describing exactly what was just loaded (so the next save can be a delta)."""
+    messages = data.get(MESSAGES) if isinstance(data.get(MESSAGES), list) else []
+    members: dict[str, MemberState] = {}
+    for name, value in data.items():
+        if name == MESSAGES and isinstance(value, list):
+            continue
+        text = codec.dumps(codec.encode(value, name).value)
+        members[name] = MemberState(snapshot(value), text, name not in out_of_line)
+    return CacheEntry(
+        version=version, snaps=[message_snapshot(m) for m in messages or []], sizes=None,
+        total_bytes=message_bytes, members=members,
+        all_models=all(isinstance(m, BaseModel) for m in messages or []),
+    )
+
+
+class SessionCache:
+    """A bounded LRU of :class:`CacheEntry`, by sessions and by total cached messages."""
+
+    def __init__(self, max_sessions: int, max_messages: int = 200_000) -> None:
+        self._entries: OrderedDict[str, CacheEntry] = OrderedDict()
+        self._lock = Lock()
+        self.max_sessions = max_sessions
+        self.max_messages = max_messages
+        self._messages = 0
+
+    def get(self, session_id: str) -> CacheEntry | None:
+        with self._lock:
+            entry = self._entries.get(session_id)
+            if entry is not None:
+                self._entries.move_to_end(session_id)
+            return entry
+
+    def put(self, session_id: str, entry: CacheEntry) -> None:
+        if self.max_sessions <= 0:
+            return
+        with self._lock:
+            old = self._entries.pop(session_id, None)
+            if old is not None:
+                self._messages -= old.count
+            self._entries[session_id] = entry
+            self._messages += entry.count
+            while self._entries and (len(self._entries) > self.max_sessions
+                                     or self._messages > self.max_messages):
+                _, evicted = self._entries.popitem(last=False)
+                self._messages -= evicted.count
+
+    def drop(self, session_id: str) -> None:
+        with self._lock:
+            old = self._entries.pop(session_id, None)
+            if old is not None:
+                self._messages -= old.count
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+            self._messages = 0

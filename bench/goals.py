@@ -28,11 +28,12 @@ def evaluate(reps: list[dict[str, Any]], histories: tuple[int, ...]) -> list[dic
                 f"per-turn persist (save_session, full state), median, H={h}",
             )
         )
-    for system in (ISOTOPE_SAVE, ISOTOPE_ENGINE):
-        for h in histories:
-            rows.append(
-                _vs_floor(reps, system, "wal_bytes_per_turn", h, 1.3, f"WAL per turn, {system}, H={h}")
-            )
+    # Only save_session: the engine stores its offline model's short reply, not the 600-character
+    # one every other system stores, so its WAL is not byte-for-byte comparable with the floor's.
+    for h in histories:
+        rows.append(
+            _vs_floor(reps, ISOTOPE_SAVE, "wal_bytes_per_turn", h, 1.3, f"WAL per turn (save_session), H={h}")
+        )
     top, bottom = max(histories), min(histories)
     rows.append(_vs_floor(reps, ISOTOPE_SAVE, "load_median_ms", top, 1.2, f"full load, median, H={top}"))
     rows.append(_listing(reps))

@@ -26,20 +26,25 @@ def new_state(messages: list[BaseMessage]) -> dict[str, Any]:
     return {"messages": messages, "tasks": [], "files": {}, "metadata": {}}
 
 
-def open_manager(url: str, data_dir: Path) -> Any:
-    """An opened ``SessionManager`` on ``url`` that ignores any local config file and env vars."""
+def bench_settings(url: str, data_dir: Path, overrides: dict[str, Any] | None = None) -> Any:
+    """Settings for ``url`` that ignore any local config file and ISOTOPE_* variables."""
     try:
-        from app.core.postgres_session_manager import SessionManager  # noqa: PLC0415
-
         from app.config import load_settings  # noqa: PLC0415 - optional until the app lands
     except ImportError as exc:
-        raise Unavailable(f"app.core.postgres_session_manager is not importable yet ({exc})") from exc
+        raise Unavailable(f"app.config is not importable yet ({exc})") from exc
     config = data_dir / "bench-config.yaml"
     config.write_text("{}\n", encoding="utf-8")
-    settings = load_settings(
-        path=config, environ={}, overrides={"database_url": url, "data_dir": str(data_dir)}
-    )
-    manager = SessionManager(settings)
+    values = {"database_url": url, "data_dir": str(data_dir), **(overrides or {})}
+    return load_settings(path=config, environ={}, overrides=values)
+
+
+def open_manager(url: str, data_dir: Path) -> Any:
+    """An opened ``SessionManager`` on ``url``."""
+    try:
+        from app.core.postgres_session_manager import SessionManager  # noqa: PLC0415
+    except ImportError as exc:
+        raise Unavailable(f"app.core.postgres_session_manager is not importable yet ({exc})") from exc
+    manager = SessionManager(bench_settings(url, data_dir), use_postgres=True)
     manager.open()
     return manager
 
@@ -77,8 +82,9 @@ class IsotopeSave(System):
         self._save(session_id, state)
 
     def _save(self, session_id: str, state: dict[str, Any]) -> None:
-        if not self._manager.save_session(session_id, state):
-            raise RuntimeError(f"save_session({session_id!r}) returned a false value")
+        if not self._manager.save_session(session_id, state) or self._manager.fallback_active:
+            # A save that went to the outage spool measured the local disk, not PostgreSQL.
+            raise RuntimeError(f"save_session({session_id!r}) did not reach PostgreSQL")
 
     def load(self, session_id: str) -> Any:
         return self._manager.load_session(session_id)

@@ -1,0 +1,56 @@
+"""Smoke run of the benchmark harness: ``python -m bench --quick`` end to end.
+
+It proves every system and every metric comes out, in Markdown and JSON, against the test
+server. It asserts nothing about times: benchmarks never gate CI on a duration.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench.summary import CELL_METRICS
+from bench.systems import REGISTRY
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_quick_bench_writes_every_system_and_metric(pg_admin_url: str, tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--database-url", pg_admin_url, "--out", str(tmp_path)],
+        cwd=REPO, env=env, capture_output=True, text=True, check=False,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+
+    result = json.loads((tmp_path / "latest-quick.json").read_text())
+    markdown = (tmp_path / "latest-quick.md").read_text()
+    assert list((tmp_path / "runs").glob("*-quick.json"))
+    assert markdown.strip() in done.stdout
+
+    (rep,) = result["repetitions"]
+    for name in REGISTRY:
+        system = rep["systems"][name]
+        assert system["available"], system.get("reason")
+        assert not system["errors"], system["errors"]
+        assert set(system["cells"]) == {"10", "100", "1000"}
+        assert set(system["throughput"]) == {"1", "4", "8"}
+        assert system["listing"]["sessions"] > 0
+        assert name in markdown
+        for metric in CELL_METRICS:
+            if metric.key == "fpi_bytes_per_turn":
+                continue  # only where pg_walinspect or a local pg_waldump can see the WAL
+            cells = result["summary"][metric.key][name]
+            assert all(cells[h]["values"][0] is not None for h in cells), (name, metric.key)
+    for metric in CELL_METRICS:
+        assert metric.title in markdown
+    for title in ("Throughput", "List the 50 most recently updated", "Goals of issue 7", "SELECT 1"):
+        assert title in markdown
+    assert {g["status"] for g in result["goals"]} <= {"met", "missed"}

@@ -26,7 +26,11 @@ def test_quick_bench_writes_every_system_and_metric(pg_admin_url: str, tmp_path:
     env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
     done = subprocess.run(
         [sys.executable, "-m", "bench", "--quick", "--database-url", pg_admin_url, "--out", str(tmp_path)],
-        cwd=REPO, env=env, capture_output=True, text=True, check=False,
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert done.returncode == 0, done.stderr[-4000:]
 

@@ -44,7 +44,7 @@ def chat(
     ] = False,
 ) -> None:
     """Chat with Isotope; the conversation is saved after every message."""
-    console = Console(highlight=False)
+    console = Console(highlight=False, soft_wrap=True)
     if session and new:
         console.print("[red]--session and --new are exclusive; use one of them.[/]")
         raise typer.Exit(2)

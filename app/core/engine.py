@@ -35,6 +35,7 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
+from contextlib import ExitStack
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
@@ -47,12 +48,14 @@ from app.agent.tools import default_tools
 from app.agent.turn import Event, Turn
 from app.config import Settings, load_settings
 from app.core.postgres_session_manager import SessionManager
-from app.errors import EngineError, InvalidInput, SessionNotFound
+from app.errors import EngineError, InvalidInput, IsotopeError, SessionBusy, SessionNotFound
 
 log = logging.getLogger("isotope.engine")
 
 # Short names the guide's ``config={...}`` uses, mapped to their settings keys. Other keys are
 # dotted settings paths ("engine.openai.base_url", "data_dir", ...).
+MAX_RESTORED = 10_000  # the manager's listing limit
+
 CONFIG_SHORTCUTS = {
     "postgres_sessions": "postgres_sessions",
     "enhanced_graph": "engine.enhanced_graph",
@@ -143,8 +146,11 @@ class IsotopeEngine:
         data = empty_session_state(listing)
         # The lock makes "is the id free?" and the first save one step for every engine instance.
         with self.manager.lock(session_id):
-            if self.manager.session_info(session_id) is not None:
-                raise InvalidInput("session_id", f"session {session_id!r} already exists; resume it instead")
+            if self.manager.session_info(session_id, include_inactive=True) is not None:
+                raise InvalidInput(
+                    "session_id",
+                    f"session {session_id!r} already exists (or was deleted); resume it or pick another id",
+                )
             result = self.manager.save(session_id, data, metadata=listing, expires_in_hours=expires_in_hours)
         self._cache.put(session_id, result.version, data)
         log.info("created session %s version=%d store=%s", session_id, result.version, result.backend)
@@ -182,13 +188,19 @@ class IsotopeEngine:
 
     def _turn(self, user_input: str, session_id: str, *, raise_errors: bool) -> Iterator[Event]:
         clock = _Clock()
-        with self.manager.lock(session_id):
+        with ExitStack() as held:
+            try:
+                held.enter_context(self.manager.lock(session_id))
+            except SessionBusy as exc:
+                if raise_errors:
+                    raise
+                yield _error_event(session_id, exc, str(exc))
+                return
             clock.lap("lock")
             version, state = self._load_for_turn(session_id)
             clock.lap("load")
-            turn = Turn(
-                self.graph, session_state(state), user_input, max_steps=self.settings.engine.max_steps
-            )
+            max_steps = self.settings.engine.max_steps
+            turn = Turn(self.graph, session_state(state), user_input, max_steps=max_steps)
             try:
                 for event in turn.events():
                     yield {**event, "session_id": session_id}
@@ -197,12 +209,7 @@ class IsotopeEngine:
                 log.info("turn failed session=%s version=%d: %s", session_id, version, type(exc).__name__)
                 if raise_errors:
                     raise error from exc
-                yield {
-                    "type": "error",
-                    "session_id": session_id,
-                    "error": type(exc).__name__,
-                    "message": str(error),
-                }
+                yield _error_event(session_id, exc, str(error))
                 return
             clock.lap("graph")
             assert turn.state is not None
@@ -211,9 +218,11 @@ class IsotopeEngine:
             self._cache.put(session_id, result.version, data)
             clock.lap("save")
         log.info(
-            "turn session=%s version=%d->%d messages=%d store=%s %s",
-            session_id, version, result.version, result.message_count, result.backend, clock,
+            "turn session=%s version=%d->%d messages=%d appended=%d%s store=%s %s",
+            session_id, version, result.version, result.message_count, result.appended,
+            " rewritten" if result.rewritten else "", result.backend, clock,
         )  # fmt: skip
+        # Only now, with the lock released and the save returned, is the turn reported done.
         yield {
             "type": "done",
             "session_id": session_id,
@@ -240,35 +249,32 @@ class IsotopeEngine:
     # -- restore -----------------------------------------------------------------------------
 
     def _restore_existing_sessions(self) -> dict[str, Any]:
-        """Load every active session into memory; failures are reported, never raised."""
+        """Load the active sessions into memory (newest first, up to ``store.cache_sessions``; the
+        rest load on first use). Failures are counted and logged, never raised."""
+        limit = min(self.settings.store.cache_sessions, MAX_RESTORED)
         try:
-            result = dict(self.manager.restore_all_sessions())
-        except Exception as exc:  # start-up must go on: turns load sessions on demand anyway
-            log.warning("session restore failed (%s); sessions will load on first use", type(exc).__name__)
+            # Versions are read *before* the data: a session saved in between is then cached with an
+            # older version than its data, which costs one reload, never a stale turn.
+            versions = {
+                item["session_id"]: item["version"] for item in self.manager.list_sessions(limit=limit)
+            }
+            result = dict(self.manager.restore_all_sessions(limit=limit, include_data=True))
+        except IsotopeError as exc:  # start-up goes on: turns load sessions on demand anyway
+            log.warning("session restore failed (%s); sessions will load on first use", exc)
             return {"restored_count": 0, "failed_count": 0, "failed_session_ids": [], "errors": [str(exc)]}
-        sessions = result.pop("sessions", None) or {}
-        for session_id, (version, data) in _versioned(self.manager, sessions).items():
-            self._cache.put(session_id, version, data)
+        for session_id, data in (result.pop("sessions", None) or {}).items():
+            if session_id in versions:
+                self._cache.put(session_id, versions[session_id], data)
         if result.get("failed_count"):
             log.warning(
-                "restore: %d sessions failed to load: %s",
+                "restore: %d sessions could not be loaded: %s",
                 result["failed_count"], ", ".join(result.get("failed_session_ids", [])[:10]),
             )  # fmt: skip
         log.info(
-            "restored %s sessions in %.0f ms",
-            result.get("restored_count"),
-            1000 * result.get("duration_s", 0),
-        )
+            "restored %d sessions from %s in %.0f ms",
+            result.get("restored_count", 0), result.get("backend"), 1000 * result.get("duration_s", 0),
+        )  # fmt: skip
         return result
-
-
-def _versioned(manager: SessionManager, sessions: Mapping[str, Any]) -> dict[str, tuple[int, dict[str, Any]]]:
-    out = {}
-    for session_id, data in sessions.items():
-        info = manager.session_info(session_id)
-        if info is not None:
-            out[session_id] = (info["version"], data)
-    return out
 
 
 def _settings(config: Settings | Mapping[str, Any] | None, enable_postgres: bool | None) -> Settings:
@@ -280,6 +286,10 @@ def _settings(config: Settings | Mapping[str, Any] | None, enable_postgres: bool
     if enable_postgres is not None:
         overrides["postgres_sessions"] = enable_postgres
     return load_settings(overrides=overrides)
+
+
+def _error_event(session_id: str, exc: BaseException, message: str) -> Event:
+    return {"type": "error", "session_id": session_id, "error": type(exc).__name__, "message": message}
 
 
 def _failure(exc: Exception, session_id: str, version: int) -> EngineError:

@@ -18,6 +18,7 @@ as the guide's snippets expect. A manager you construct yourself does no I/O unt
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import threading
 import time
@@ -517,10 +518,8 @@ def _shared_manager(use_postgres: bool, settings: Settings | None = None) -> Ses
 @atexit.register
 def _close_shared() -> None:
     for manager in list(_shared.values()):
-        try:
+        with contextlib.suppress(Exception):  # interpreter shutdown: nothing useful to do with it
             manager.close()
-        except Exception:  # interpreter shutdown: nothing useful to do with it
-            pass
     _shared.clear()
 
 

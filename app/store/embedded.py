@@ -12,9 +12,11 @@ The data survives restarts: only the server process stops, never the cluster dir
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import tempfile
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -28,6 +30,11 @@ from app.errors import StoreUnavailable
 log = logging.getLogger("isotope.store.embedded")
 
 DATABASE = "isotope"
+
+# pgserver keeps one handle per cluster and process, and stops the server when the process
+# releases it; several managers in one process must release it only when the last one closes.
+_users: dict[Path, int] = {}
+_users_lock = threading.Lock()
 
 
 def _pgserver() -> Any:
@@ -67,7 +74,9 @@ class EmbeddedPostgres:
         self.pgdata.parent.mkdir(parents=True, exist_ok=True)
         self.initialised = not (self.pgdata / "PG_VERSION").exists()
         try:
-            self._server = _pgserver().get_server(self.pgdata, cleanup_mode=self.cleanup)
+            with _users_lock:
+                self._server = _pgserver().get_server(self.pgdata, cleanup_mode=self.cleanup)
+                _users[self.pgdata] = _users.get(self.pgdata, 0) + 1
         except Exception as exc:
             log_file = self.pgdata / "log"
             raise StoreUnavailable(
@@ -95,13 +104,19 @@ class EmbeddedPostgres:
             exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (self.database,)).fetchone()
             if exists:
                 return
-            try:
+            # Another process may create it first.
+            with contextlib.suppress(psycopg.errors.DuplicateDatabase, psycopg.errors.UniqueViolation):
                 conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(self.database)))
-            except (psycopg.errors.DuplicateDatabase, psycopg.errors.UniqueViolation):
-                pass  # another process created it first
 
     def stop(self) -> None:
         """Release this process's handle (pgserver stops the server if it was the last)."""
         server, self._server = self._server, None
-        if server is not None and self.cleanup is not None:
+        if server is None:
+            return
+        with _users_lock:
+            _users[self.pgdata] -= 1
+            last = _users[self.pgdata] == 0
+            if last:
+                del _users[self.pgdata]
+        if last and self.cleanup is not None:
             server.cleanup()

@@ -13,6 +13,7 @@ Only this module (and the schema module) import psycopg. Driver errors become do
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import math
@@ -37,6 +38,11 @@ from app.store.state import CacheEntry, Limits, Plan, SessionCache, assemble, en
 
 log = logging.getLogger("isotope.store.postgres")
 T = TypeVar("T")
+
+# psycopg_pool logs every failed reconnection attempt at WARNING; the manager already reports an
+# outage once, with what it does about it. Keep the pool's retries out of users' terminals.
+if logging.getLogger("psycopg.pool").level == logging.NOTSET:
+    logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
 
 
 class _Raced(Exception):
@@ -85,6 +91,17 @@ class PostgresSessionStore:
         if self._embedded is not None:
             self._embedded.stop()
         self._cache.clear()
+
+    def migrate(self) -> list[int]:
+        """Apply missing migrations now; return the versions applied."""
+        def work(conn: psycopg.Connection[Any], _: int) -> list[int]:
+            applied = migrate(conn)
+            self._schema_ready = True
+            return applied
+
+        with self._translated("migrate"), self._require_pool().connection(
+                timeout=self.config.connect_timeout_s) as conn:
+            return work(conn, 1)
 
     def reset_pool(self) -> None:
         """Swap in a fresh pool (after an outage, psycopg_pool's reconnect back-off can lag)."""
@@ -350,18 +367,14 @@ class PostgresSessionStore:
             "server_version": None, "latency_ms": None,
         }
         try:
+            result["schema_version"] = self._run("schema version", lambda conn, _: schema_version(conn))
+            result["schema_latest"] = LATEST_VERSION
             started = time.perf_counter()
-
-            def probe(conn: psycopg.Connection[Any], _: int) -> tuple[Any, ...] | None:
-                return conn.execute(sql.PING).fetchone()
-
-            row = self._run("connection test", probe)
+            row = self._run("connection test", lambda conn, _: conn.execute(sql.PING).fetchone())
             result["latency_ms"] = round((time.perf_counter() - started) * 1e3, 3)
             assert row is not None
             result.update(ok=True, database=row[0], server_version=row[1], synchronous_commit=row[2],
                           fsync=row[3])
-            result["schema_version"] = self._run("schema version", lambda conn, _: schema_version(conn))
-            result["schema_latest"] = LATEST_VERSION
         except IsotopeError as exc:
             result["error"] = str(exc)
         return result
@@ -392,10 +405,9 @@ class PostgresSessionStore:
             finally:
                 held.pop(session_id, None)
                 if not conn.closed:
-                    try:
+                    # If the backend is gone, its advisory locks went with it.
+                    with contextlib.suppress(psycopg.Error):
                         conn.execute(sql.SESSION_UNLOCK, {"key": _lock_key(session_id)})
-                    except psycopg.Error:
-                        pass  # the backend is gone, and its advisory locks with it
 
     # ------------------------------------------------------------------ outage spool
 

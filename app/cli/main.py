@@ -1,0 +1,131 @@
+"""The ``isotope`` command: a thin layer over the same manager and engine the API uses.
+
+    isotope doctor                 configuration (with sources), connection, schema, counts, a round trip
+    isotope migrate                apply schema migrations explicitly
+    isotope sessions list|show|delete|cleanup|stats
+    isotope chat                   talk to the engine (see app/cli/chat.py)
+    isotope serve                  the HTTP API (see app/api)
+
+Errors print as one line per cause, never a traceback or a password; exit status 0 means healthy
+or done, 1 a failure, 2 bad usage or configuration.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Annotated, Any
+
+import click
+import typer
+from rich.console import Console
+
+from app.cli import doctor as doctor_cmd
+from app.cli import sessions as sessions_cmd
+from app.errors import ConfigError, IsotopeError
+
+app = typer.Typer(
+    name="isotope",
+    help="Isotope: an agent engine whose conversations live durably in PostgreSQL.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.add_typer(sessions_cmd.app, name="sessions")
+app.command("doctor")(doctor_cmd.doctor)
+app.command("migrate")(doctor_cmd.migrate)
+
+
+def _register_optional_commands() -> None:
+    """chat and serve live in their own modules; a broken import must not take doctor down."""
+    try:
+        from app.cli.chat import chat
+    except ImportError as exc:  # pragma: no cover - only when the engine cannot import
+        logging.getLogger("isotope.cli").debug("chat unavailable: %s", exc)
+    else:
+        app.command("chat")(chat)
+    try:
+        from app.cli.serve import serve
+    except ImportError as exc:
+        logging.getLogger("isotope.cli").debug("serve unavailable: %s", exc)
+    else:
+        app.command("serve")(serve)
+
+
+_register_optional_commands()
+
+
+@app.callback()
+def _root(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log at INFO level.")] = False,
+) -> None:
+    configure_logging(logging.INFO if verbose else None)
+
+
+def configure_logging(level: int | None = None) -> None:
+    """Log to stderr; the level comes from ``--verbose``, else ``log_level``/ISOTOPE_LOG_LEVEL."""
+    if level is None:
+        try:
+            from app.config import load_settings
+
+            level = logging.getLevelName(load_settings().log_level.upper())
+        except ConfigError:
+            level = logging.WARNING
+    root = logging.getLogger()
+    if not any(getattr(h, "_isotope", False) for h in root.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler._isotope = True  # type: ignore[attr-defined]
+        root.addHandler(handler)
+    root.setLevel(level if isinstance(level, int) else logging.WARNING)
+
+
+def print_error(exc: BaseException, console: Console | None = None) -> None:
+    """The error and its chain of causes, one line each (no traceback)."""
+    console = console or Console(stderr=True, highlight=False)
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    prefix = "error"
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        text = str(current).strip().splitlines()[0] if str(current).strip() else type(current).__name__
+        console.print(f"[red]{prefix}:[/] {text}", markup=True, soft_wrap=True)
+        prefix = "  caused by"
+        current = current.__cause__
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; return the exit status."""
+    try:
+        result = app(args=list(argv) if argv is not None else None, standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        return int(exc.exit_code)
+    except click.exceptions.Abort:
+        return 130
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except ConfigError as exc:
+        print_error(exc)
+        return 2
+    except IsotopeError as exc:
+        print_error(exc)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return int(result) if isinstance(result, int) else 0
+
+
+def run() -> None:
+    """Console-script entry point."""
+    sys.exit(main())
+
+
+def dump_json(value: Any) -> str:
+    return json.dumps(value, default=str, ensure_ascii=False, indent=2)
+
+
+if __name__ == "__main__":
+    run()

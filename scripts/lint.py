@@ -1,0 +1,12 @@
+#!/usr/bin/env python3
+"""Lint (ruff) and type-check (mypy) the package."""
+
+import subprocess
+import sys
+
+from _bootstrap import BIN, REPO, ensure
+
+ensure("dev")
+codes = [subprocess.run([str(BIN / "ruff"), "check", "app", "tests", "bench"], cwd=REPO).returncode,
+         subprocess.run([str(BIN / "mypy"), "app"], cwd=REPO).returncode]
+sys.exit(max(codes))

@@ -34,12 +34,8 @@ DEFAULT_OUT = Path(__file__).resolve().parent / "results"
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, 1 repetition, < 2 minutes")
-    parser.add_argument(
-        "--database-url", help="libpq URL of a server to use (default: a private embedded one)"
-    )
-    parser.add_argument(
-        "--out", type=Path, default=DEFAULT_OUT, help=f"output directory (default {DEFAULT_OUT})"
-    )
+    parser.add_argument("--database-url", help="libpq URL of a server to use (default: a private embedded one)")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"output directory (default {DEFAULT_OUT})")
     parser.add_argument("--repeat", type=int, help="repetitions (default 2; 1 with --quick)")
     parser.add_argument("--systems", help="comma-separated subset (the floor is always included)")
     return parser.parse_args(argv)
@@ -125,9 +121,7 @@ def _result(
 
 def _notes(reps: list[dict[str, Any]]) -> list[str]:
     notes = []
-    sources = {
-        res.get("fpi_source") for rep in reps for res in rep["systems"].values() if res.get("available")
-    }
+    sources = {res.get("fpi_source") for rep in reps for res in rep["systems"].values() if res.get("available")}
     if sources == {None}:
         notes.append("full-page images: not visible on this server (no pg_walinspect, no local pg_waldump)")
     if any(res.get("checkpoint_allowed") is False for rep in reps for res in rep["systems"].values()):

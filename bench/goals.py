@@ -31,9 +31,7 @@ def evaluate(reps: list[dict[str, Any]], histories: tuple[int, ...]) -> list[dic
     # Only save_session: the engine stores its offline model's short reply, not the 600-character
     # one every other system stores, so its WAL is not byte-for-byte comparable with the floor's.
     for h in histories:
-        rows.append(
-            _vs_floor(reps, ISOTOPE_SAVE, "wal_bytes_per_turn", h, 1.3, f"WAL per turn (save_session), H={h}")
-        )
+        rows.append(_vs_floor(reps, ISOTOPE_SAVE, "wal_bytes_per_turn", h, 1.3, f"WAL per turn (save_session), H={h}"))
     top, bottom = max(histories), min(histories)
     rows.append(_vs_floor(reps, ISOTOPE_SAVE, "load_median_ms", top, 1.2, f"full load, median, H={top}"))
     rows.append(_listing(reps))
@@ -57,9 +55,7 @@ def _row(goal: str, target: str, measured: list[float | None], limit: float, uni
     }
 
 
-def _vs_floor(
-    reps: list[dict[str, Any]], system: str, key: str, h: int, limit: float, goal: str
-) -> dict[str, Any]:
+def _vs_floor(reps: list[dict[str, Any]], system: str, key: str, h: int, limit: float, goal: str) -> dict[str, Any]:
     metric = _metric(key)
     measured = ratios(cell_values(reps, system, h, metric), cell_values(reps, "floor", h, metric))
     return _row(goal, f"<= {limit}x floor", measured, limit, "x")

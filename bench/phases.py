@@ -83,8 +83,7 @@ def measure_listing(system: System, probe: Probe, plan: Plan) -> dict[str, Any]:
     probe.execute(ANALYZE)
     result: dict[str, Any] = {
         "sessions": plan.listing_sessions,
-        "stored_bytes_per_message": stored
-        / (plan.listing_sessions * plan.listing_messages + 2 * len(touched)),
+        "stored_bytes_per_message": stored / (plan.listing_sessions * plan.listing_messages + 2 * len(touched)),
         "api": _time_listing(lambda: system.list_recent(plan.listing_limit), expected, plan.listing_calls),
         "sql": None,
         "note": system.listing_note,

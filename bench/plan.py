@@ -26,7 +26,7 @@ class Plan:
 FULL = Plan()
 QUICK = Plan(
     sessions_per_cell=20,
-    listing_sessions=500,
+    listing_sessions=300,
     listing_touched=60,
     listing_calls=10,
     throughput_sessions_per_client=5,

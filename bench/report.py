@@ -57,8 +57,7 @@ def render(result: dict[str, Any]) -> str:
     for metric in CELL_METRICS:
         lines.append(f"### {metric.title}\n")
         rows = [
-            [_label(reps, s)] + [cell(summary[metric.key][s][h], metric.unit, s) for h in histories]
-            for s in systems
+            [_label(reps, s)] + [cell(summary[metric.key][s][h], metric.unit, s) for h in histories] for s in systems
         ]
         lines += table(["system"] + [f"H={h}" for h in histories], rows)
     lines += _throughput(meta, summary, reps, systems)
@@ -176,9 +175,7 @@ def _mark(timing: dict[str, Any]) -> str:
 def _roundtrip(reps: list[dict[str, Any]]) -> list[str]:
     median = " / ".join(fmt(r["roundtrip_ms"]["median"], "ms") for r in reps)
     p95 = " / ".join(fmt(r["roundtrip_ms"]["p95"], "ms") for r in reps)
-    return ["### Raw round trip: psycopg `SELECT 1` (autocommit)\n"] + table(
-        ["median ms", "p95 ms"], [[median, p95]]
-    )
+    return ["### Raw round trip: psycopg `SELECT 1` (autocommit)\n"] + table(["median ms", "p95 ms"], [[median, p95]])
 
 
 def _goals(goals: list[dict[str, Any]]) -> list[str]:

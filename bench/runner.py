@@ -10,6 +10,7 @@ import traceback
 from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from bench.phases import measure_cell, measure_listing, measure_roundtrip
@@ -43,9 +44,7 @@ def run_repetitions(env: Environment, names: list[str]) -> list[dict[str, Any]]:
             started = time.monotonic()
             log(f"[repetition {index + 1}/{env.plan.repeat}] {name} ...")
             rep["systems"][name] = run_system(env, name)
-            log(
-                f"[repetition {index + 1}/{env.plan.repeat}] {name} done in {time.monotonic() - started:.1f}s"
-            )
+            log(f"[repetition {index + 1}/{env.plan.repeat}] {name} done in {time.monotonic() - started:.1f}s")
         repetitions.append(rep)
     return repetitions
 
@@ -89,19 +88,12 @@ def _run_phases(env: Environment, system: System, probe: Probe, conninfo: str) -
         "errors": {},
     }
     for history in plan.histories:
-        cell = _phase(
-            result,
-            f"H={history}",
-            lambda h=history: measure_cell(  # type: ignore[misc]
-                system, probe, h, plan.sessions_per_cell
-            ),
-        )
+        cell = _phase(result, f"H={history}", partial(measure_cell, system, probe, history, plan.sessions_per_cell))
         if cell is not None:
             result["cells"][str(history)] = cell
-    result["throughput"] = _phase(
-        result, "throughput", lambda: measure_throughput(system, conninfo, plan, env.executor, env.manager)
-    )
-    result["listing"] = _phase(result, "listing", lambda: measure_listing(system, probe, plan))
+    throughput = partial(measure_throughput, system, conninfo, plan, env.executor, env.manager)
+    result["throughput"] = _phase(result, "throughput", throughput)
+    result["listing"] = _phase(result, "listing", partial(measure_listing, system, probe, plan))
     result["checkpoint_allowed"] = probe.checkpoint_allowed
     return result
 

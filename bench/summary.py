@@ -90,17 +90,14 @@ def build_summary(
     for metric in CELL_METRICS:
         out[metric.key] = {
             system: {
-                str(h): _entry(
-                    cell_values(reps, system, h, metric), cell_values(reps, FLOOR, h, metric), metric.ratio
-                )
+                str(h): _entry(cell_values(reps, system, h, metric), cell_values(reps, FLOOR, h, metric), metric.ratio)
                 for h in histories
             }
             for system in systems
         }
     out["throughput_turns_per_s"] = {
         system: {
-            str(c): _entry(throughput_values(reps, system, c), throughput_values(reps, FLOOR, c), True)
-            for c in clients
+            str(c): _entry(throughput_values(reps, system, c), throughput_values(reps, FLOOR, c), True) for c in clients
         }
         for system in systems
     }

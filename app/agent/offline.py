@@ -168,16 +168,18 @@ class OfflineChatModel(BaseChatModel):
 
 
 def _chat_reply(messages: Sequence[BaseMessage], turn: int, text: str) -> str:
-    humans = [m for m in messages if isinstance(m, HumanMessage)]
     if turn <= 1:
         return (
             f"Turn 1: hello! You said {_quote(text)}. I am the offline model; try "
             "'add task: ...', 'list tasks', 'save file NAME: ...' or 'list files'."
         )
-    previous = humans[-2].text
-    earlier = sum(not isinstance(m, SystemMessage) for m in messages) - 1
+    # The previous human message is near the end; scan backwards from the current one.
+    previous = next(m.text for m in reversed(messages[:-1]) if isinstance(m, HumanMessage))
+    prompts = next((i for i, m in enumerate(messages) if not isinstance(m, SystemMessage)), len(messages))
+    earlier = len(messages) - prompts - 1
     return (
-        f"Turn {turn}: you said {_quote(text)}; before that, {_quote(previous)}. ({earlier} earlier messages)"
+        f"Turn {turn}: you said {_quote(text)}; before that, {_quote(previous)}. "
+        f"({earlier} earlier messages)"
     )
 
 
@@ -195,8 +197,11 @@ def _summarise_tools(messages: Sequence[BaseMessage]) -> str:
 
 
 def _brief(messages: Sequence[BaseMessage]) -> str | None:
+    # Only the leading system messages are prompts; the history after them is never scanned.
     for message in messages:
-        if isinstance(message, SystemMessage) and message.text.startswith(BRIEF_HEADER):
+        if not isinstance(message, SystemMessage):
+            return None
+        if message.text.startswith(BRIEF_HEADER):
             return message.text
     return None
 

@@ -26,7 +26,10 @@ def append_messages(left: Sequence[Any] | None, right: Sequence[Any] | Any) -> l
     """Reducer: history plus the new messages, never touching the history's objects."""
     if not isinstance(right, list | tuple):
         right = [right]
-    return [*(left or ()), *convert_to_messages(right)]
+    if not left:
+        # The turn's first update carries the whole history: already messages, nothing to convert.
+        return list(right) if all(isinstance(m, BaseMessage) for m in right) else convert_to_messages(right)
+    return [*left, *convert_to_messages(right)]
 
 
 class AgentState(TypedDict, total=False):

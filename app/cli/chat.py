@@ -8,9 +8,11 @@
     isotope chat --session ID -m "add task: write report" -m "list tasks"   # non-interactive
 
 With ``-m`` (repeatable) the messages are sent in order and the command exits, which is what
-scripts and tests use; without ``--session`` it starts a new session. The session id is always
-printed, so a second run can continue the conversation. Exit status: 0, or 1 when the session does
-not exist or a turn failed. ``python -m app.cli.chat`` runs the same command.
+scripts and tests use; without ``--session`` it starts a new session. Without ``-m`` it reads
+lines until end of input or ``/exit`` (piped input works too: the picker reads its answer first).
+The session id is always printed, so a second run can continue the conversation. Exit status: 0,
+or 1 when the session does not exist or a turn failed. ``python -m app.cli.chat`` runs the same
+command.
 """
 
 from __future__ import annotations
@@ -39,9 +41,7 @@ def chat(
         list[str] | None, typer.Option("--message", "-m", help="Send this message and exit (repeatable).")
     ] = None,
     name: Annotated[str | None, typer.Option("--name", help="Name of a new session (its metadata).")] = None,
-    verbose: Annotated[
-        bool, typer.Option("--verbose", "-v", help="Log sessions, timings, the store.")
-    ] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log sessions, timings, the store.")] = False,
 ) -> None:
     """Chat with Isotope; the conversation is saved after every message."""
     console = Console(highlight=False, soft_wrap=True)
@@ -66,7 +66,7 @@ def _run(
     name: str | None,
 ) -> int:
     interactive = not messages
-    if session is None and not new and interactive and sys.stdin.isatty():
+    if session is None and not new and interactive:
         session = _pick(engine, console)
     if session is None:
         session = engine.create_session(metadata={"name": name or "chat", "source": "cli"})

@@ -113,13 +113,18 @@ class IsotopeEngine:
             self.restore_result = self._restore_existing_sessions()
         log.info(
             "engine ready: store=%s graph=%s model=%s in %.0f ms",
-            "postgres" if self.settings.postgres_sessions else "files",
+            self._store_name(),
             "enhanced" if engine_cfg.enhanced_graph else "default",
             type(model).__name__,
             (time.perf_counter() - started) * 1000,
         )
 
     # -- lifecycle ---------------------------------------------------------------------------
+
+    def _store_name(self) -> str:
+        if self.manager.fallback_active:
+            return f"{self.manager.backend} (unreachable: file store and outage spool)"
+        return self.manager.backend
 
     def close(self) -> None:
         """Close the session manager if this engine opened it."""
@@ -165,7 +170,7 @@ class IsotopeEngine:
 
     def list_sessions(self, limit: int = 10) -> list[dict[str, Any]]:
         """The most recently updated active sessions (the manager's listing items)."""
-        return list(self.manager.list_sessions(limit=limit, include_inactive=False))
+        return [dict(item) for item in self.manager.list_sessions(limit=limit, include_inactive=False)]
 
     # -- turns -------------------------------------------------------------------------------
 
@@ -255,9 +260,7 @@ class IsotopeEngine:
         try:
             # Versions are read *before* the data: a session saved in between is then cached with an
             # older version than its data, which costs one reload, never a stale turn.
-            versions = {
-                item["session_id"]: item["version"] for item in self.manager.list_sessions(limit=limit)
-            }
+            versions = {item["session_id"]: item["version"] for item in self.manager.list_sessions(limit=limit)}
             result = dict(self.manager.restore_all_sessions(limit=limit, include_data=True))
         except IsotopeError as exc:  # start-up goes on: turns load sessions on demand anyway
             log.warning("session restore failed (%s); sessions will load on first use", exc)
@@ -295,9 +298,7 @@ def _error_event(session_id: str, exc: BaseException, message: str) -> Event:
 def _failure(exc: Exception, session_id: str, version: int) -> EngineError:
     # Tool failures arrive as EngineError already; anything else came from the model call.
     what = str(exc) if isinstance(exc, EngineError) else f"the model failed ({type(exc).__name__}: {exc})"
-    return EngineError(
-        f"{what}; session {session_id!r} is unchanged at version {version}, send the message again"
-    )
+    return EngineError(f"{what}; session {session_id!r} is unchanged at version {version}, send the message again")
 
 
 def _collect(events: Iterator[Event]) -> dict[str, Any]:

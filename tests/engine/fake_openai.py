@@ -75,9 +75,7 @@ class _Handler(BaseHTTPRequestHandler):
         if not self.path.endswith("/chat/completions"):
             return self._send(404, "application/json", b'{"error": {"message": "not found"}}')
         if body["messages"][-1].get("content") == "explode":
-            return self._send(
-                500, "application/json", b'{"error": {"message": "boom", "type": "server_error"}}'
-            )
+            return self._send(500, "application/json", b'{"error": {"message": "boom", "type": "server_error"}}')
         reply = reply_for(body["messages"])
         if body.get("stream"):
             include_usage = bool((body.get("stream_options") or {}).get("include_usage"))

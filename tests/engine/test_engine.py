@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 
 import pytest
 from langchain_core.messages import AIMessage, HumanMessage
@@ -238,3 +239,31 @@ def test_enhanced_graph_by_config(settings):
         assert e.get_session(session_id)["metadata"]["progress"]["focus"] == 1
     with IsotopeEngine(config=settings) as engine:
         assert engine.graph.name == "isotope"
+
+
+def test_threads_sharing_one_engine_take_turns(settings, store):
+    """The lock is per session across threads too: 3 threads x 8 turns, each stored once, in order."""
+    with IsotopeEngine(config=settings) as engine:
+        session_id = engine.create_session()
+        errors: list[BaseException] = []
+
+        def talk(name: str) -> None:
+            try:
+                for n in range(8):
+                    engine.resume_workflow(f"{name} {n}", session_id, stream=False)
+            except BaseException as exc:  # reported below; a thread must not swallow it
+                errors.append(exc)
+
+        threads = [threading.Thread(target=talk, args=(name,)) for name in "xyz"]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert errors == []
+    stored = store.load(session_id)
+    assert stored.version == 25 and stored.message_count == 48
+    humans = [m.content for m in stored.data["messages"] if m.type == "human"]
+    for name in "xyz":
+        assert [h for h in humans if h[0] == name] == [f"{name} {n}" for n in range(8)]
+    replies = [m.content for m in stored.data["messages"] if m.type == "ai"]
+    assert [r.split(":")[0] for r in replies] == [f"Turn {n}" for n in range(1, 25)]

@@ -17,9 +17,7 @@ from app.errors import EngineError
 
 
 def run(state, text, *, enhanced=False, tools=None, max_steps=8, model=None):
-    graph = build_graph(
-        model or OfflineChatModel(), tools or default_tools(), enhanced=enhanced, max_steps=max_steps
-    )
+    graph = build_graph(model or OfflineChatModel(), tools or default_tools(), enhanced=enhanced, max_steps=max_steps)
     turn = Turn(graph, state, text, max_steps=max_steps)
     events = list(turn.events())
     return events, to_session_data(turn.state), turn

@@ -79,6 +79,4 @@ def test_debugging_form(guide_env, caplog):
     with caplog.at_level("INFO", logger="isotope"):
         engine = IsotopeEngine(verbose=True, enable_postgres_sessions=True)
         engine.close()
-    assert any(
-        "engine ready" in r.getMessage() and "store=postgres" in r.getMessage() for r in caplog.records
-    )
+    assert any("engine ready" in r.getMessage() and "store=postgres" in r.getMessage() for r in caplog.records)

@@ -26,9 +26,7 @@ def server():
 
 
 def config(server, **extra):
-    return OpenAIConfig(
-        base_url=server.base_url, model="fake-1", api_key_env="FAKE_KEY", max_retries=0, **extra
-    )
+    return OpenAIConfig(base_url=server.base_url, model="fake-1", api_key_env="FAKE_KEY", max_retries=0, **extra)
 
 
 def turn(model, state, text):

@@ -183,10 +183,6 @@ def test_two_processes_fifteen_turns_each_on_one_session(spawn, settings):
             assert ai.content.startswith(f"Turn 1: hello! You said “{human.content}”")
         else:
             previous = messages[2 * n - 2].content
-            assert ai.content.startswith(
-                f"Turn {n + 1}: you said “{human.content}”; before that, “{previous}”"
-            )
+            assert ai.content.startswith(f"Turn {n + 1}: you said “{human.content}”; before that, “{previous}”")
     switches = sum(1 for x, y in zip(humans, humans[1:], strict=False) if x[0] != y[0])
-    print(
-        f"\ntwo processes x {turns} turns: versions 2..{1 + 2 * turns}, {switches} switches between processes"
-    )
+    print(f"\ntwo processes x {turns} turns: versions 2..{1 + 2 * turns}, {switches} switches between processes")

@@ -15,7 +15,7 @@ tag            Python value                                    stored as
 ``uuid``       UUID                                            its string
 ``set``        set / ``fset`` frozenset                        a list of encoded elements
 ``tuple``      tuple                                           a list of encoded elements
-``bytes``      bytes / ``bytearray``                           base64
+``bytes``      bytes (``bytearray``: tag ``bytearray``)           base64
 ``float``      nan, ±inf, and floats jsonb would turn into     ``repr(value)``
                ints (``1e+16``)
 ``str``        a string with NUL or a lone surrogate           base64 of UTF-8 with ``surrogatepass``
@@ -307,7 +307,7 @@ _HANDLERS: dict[type, Callable[[_Encoder, Any, Any], Any]] = {
     Decimal: _tagged("dec", str),
     uuid.UUID: _tagged("uuid", str),
     bytes: _tagged("bytes", lambda v: base64.b64encode(v).decode("ascii")),
-    bytearray: _tagged("bytes", lambda v: base64.b64encode(v).decode("ascii")),
+    bytearray: _tagged("bytearray", lambda v: base64.b64encode(v).decode("ascii")),
     complex: _tagged("complex", lambda v: [_float(v.real), _float(v.imag)]),
     type(Ellipsis): lambda enc, v, p: {TAG: "ellipsis"},
 }
@@ -399,6 +399,7 @@ _DECODERS: dict[str, Callable[[dict[str, Any]], Any]] = {
     "fset": lambda o: frozenset(o["v"]),
     "tuple": lambda o: tuple(o["v"]),
     "bytes": lambda o: base64.b64decode(o["v"]),
+    "bytearray": lambda o: bytearray(base64.b64decode(o["v"])),
     "float": lambda o: float(o["v"]),
     "complex": lambda o: complex(float(o["v"][0]), float(o["v"][1])),
     "str": _str_from_tag,

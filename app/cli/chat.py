@@ -77,10 +77,12 @@ def _run(
         if interactive:
             _show_history(console, state["messages"][-HISTORY_SHOWN:])
     failed = False
+    echo = not interactive or not sys.stdin.isatty()  # a person at a terminal already sees what they typed
     for text in messages if messages else _read_lines(console):
         if not text.strip():
             continue
-        console.print(f"[bold cyan]you>[/] {escape(text)}")
+        if echo:
+            console.print(f"[bold cyan]you>[/] {escape(text)}")
         failed = not _send(engine, console, session, text) or failed
     console.print(f"[dim]session id:[/] {session}")
     return 1 if failed and not interactive else 0
@@ -123,28 +125,42 @@ def _read_lines(console: Console) -> Any:
 
 def _send(engine: IsotopeEngine, console: Console, session_id: str, text: str) -> bool:
     """One turn, rendered as it streams. True when it was saved."""
+    speaking = False  # inside an "isotope>" line
     streamed = False
-    console.print("[bold green]isotope>[/] ", end="")
     for event in engine.resume_workflow(user_input=text, session_id=session_id, stream=True):
         kind = event["type"]
+        if kind in ("token", "message") and not speaking and not (kind == "message" and streamed):
+            console.print("[bold green]isotope>[/] ", end="")
+            speaking = True
         if kind == "token":
             console.out(event["content"], end="", highlight=False)
             streamed = True
-        elif kind == "tool_call":
-            args = ", ".join(f"{k}={v!r}" for k, v in event["args"].items())
-            console.print(f"\n  [dim]→ {escape(event['name'])}({escape(_one_line(args))})[/]", end="")
-        elif kind == "tool_result":
-            style = "red" if event["status"] == "error" else "dim"
-            console.print(f"\n  [{style}]← {escape(_one_line(event['content']))}[/]")
-            console.print("[bold green]isotope>[/] ", end="")
         elif kind == "message" and not streamed:
             console.out(event["content"], end="", highlight=False)
+        elif kind in ("tool_call", "tool_result"):
+            if speaking:
+                console.print()
+            speaking = streamed = False
+            console.print(_tool_line(event))
         elif kind == "error":
-            console.print(f"\n[red]error:[/] {escape(event['message'])}")
+            console.print(
+                f"\n[red]error:[/] {escape(event['message'])}"
+                if speaking
+                else f"[red]error:[/] {escape(event['message'])}"
+            )
             return False
         elif kind == "done":
-            console.print(f"\n[dim](saved: version {event['version']}, {event['message_count']} messages)[/]")
+            end = "\n" if speaking else ""
+            console.print(f"{end}[dim]  (saved: version {event['version']}, {event['message_count']} messages)[/]")
     return True
+
+
+def _tool_line(event: dict[str, Any]) -> str:
+    if event["type"] == "tool_call":
+        args = ", ".join(f"{k}={v!r}" for k, v in event["args"].items())
+        return f"  [dim]→ {escape(event['name'])}({escape(_one_line(args))})[/]"
+    style = "red" if event["status"] == "error" else "dim"
+    return f"  [{style}]← {escape(_one_line(event['content']))}[/]"
 
 
 def _show_history(console: Console, messages: list[Any]) -> None:

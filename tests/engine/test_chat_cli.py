@@ -38,6 +38,7 @@ def run_chat(database_url: str, data_dir: Path, *args: str) -> subprocess.Comple
 
 
 @pytest.mark.multiprocess
+@pytest.mark.slow
 def test_two_runs_continue_the_same_conversation(database_url, tmp_path):
     first = run_chat(database_url, tmp_path, "--new", "--name", "demo", "-m", "add task: ship v1", "-m", "hello")
     assert first.returncode == 0, first.stdout + first.stderr

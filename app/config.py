@@ -100,7 +100,16 @@ class EngineConfig(_Section):
 
 
 class ApiConfig(_Section):
-    """The HTTP server."""
+    """The HTTP server (``isotope serve``).
+
+    ``token``: when set, every ``/api`` route needs ``Authorization: Bearer <token>``.
+    ``max_request_bytes``: larger request bodies get 413.
+    ``cleanup_interval_s``: how often the expiry task deactivates expired sessions.
+    ``hard_delete_after_hours``: when set, each expiry pass also removes expired sessions and
+    sessions inactive for this many hours (the store's hard cleanup).
+    ``shutdown_grace_s``: after SIGTERM, how long running turns may take to finish before they are
+    abandoned; the process exits about two seconds after that at most.
+    """
 
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
@@ -108,7 +117,7 @@ class ApiConfig(_Section):
     max_request_bytes: int = Field(1024 * 1024, ge=1024)
     cleanup_interval_s: float = Field(300.0, gt=0)
     hard_delete_after_hours: float | None = Field(None, ge=0)
-    shutdown_grace_s: float = Field(8.0, ge=0, le=60)
+    shutdown_grace_s: float = Field(6.0, ge=0, le=60)
 
 
 class Settings(_Section):

@@ -1,0 +1,74 @@
+"""``isotope serve``: the HTTP API (see :mod:`app.api`) under uvicorn.
+
+::
+
+    isotope serve                          # api.host / api.port from the configuration (127.0.0.1:8000)
+    isotope serve --host 0.0.0.0 --port 8080
+
+SIGTERM or Ctrl+C: the server stops accepting connections, running turns get
+``api.shutdown_grace_s`` to finish (then they are abandoned, saving nothing), the store is closed
+and the process exits with status 0 (130 after Ctrl+C), about ``shutdown_grace_s + 2`` seconds at
+most after the signal.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+from types import FrameType
+
+import typer
+import uvicorn
+
+from app.api import create_app, redact
+from app.api.state import REPORT_MARGIN_S, Lifecycle
+from app.config import load_settings
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, telling the app the moment a stop signal arrives (so turns and ``/ready``
+    react while uvicorn waits for open connections, not after)."""
+
+    def __init__(self, config: uvicorn.Config, lifecycle: Lifecycle) -> None:
+        super().__init__(config)
+        self.lifecycle = lifecycle
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        self.lifecycle.begin_shutdown()
+        super().handle_exit(sig, frame)
+
+
+def _graceful_exit(sig: int, frame: FrameType | None) -> None:
+    """uvicorn re-raises the stop signal once it has shut down; after a clean shutdown, exit 0."""
+
+
+def serve(
+    host: str | None = typer.Option(None, "--host", help="Interface to bind (default: api.host)."),
+    port: int | None = typer.Option(None, "--port", help="Port (default: api.port, 8000)."),
+    access_log: bool = typer.Option(False, "--access-log", help="Log every request (uvicorn's access log)."),
+) -> None:
+    """Serve the HTTP API: the guide's endpoints, the chat API, /health, /ready, /metrics."""
+    settings = load_settings()
+    redact.install_log_filter()
+    logging.getLogger("uvicorn.error").setLevel(min(logging.INFO, logging.getLogger().getEffectiveLevel()))
+    app = create_app(settings)
+    grace = settings.api.shutdown_grace_s
+    config = uvicorn.Config(
+        app,
+        host=host or settings.api.host,
+        port=settings.api.port if port is None else port,
+        log_config=None,
+        access_log=access_log,
+        lifespan="on",
+        server_header=False,
+        # uvicorn's own limit is a backstop: turns report how they ended within grace + margin.
+        timeout_graceful_shutdown=int(grace + REPORT_MARGIN_S + 1),
+    )
+    server = _Server(config, app.state.isotope.lifecycle)
+    previous = signal.signal(signal.SIGTERM, _graceful_exit)
+    try:
+        server.run()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    if not server.started:
+        raise typer.Exit(1)

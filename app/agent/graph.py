@@ -76,9 +76,7 @@ def build_graph(
         note = f"Not run: this turn reached its limit of {max_steps} model calls."
         pending = _pending_calls(state["messages"])
         answers: list[BaseMessage] = [_tool_message(call, note, "error") for call in pending]
-        answers.append(
-            AIMessage(f"I stopped after {max_steps} steps without finishing; say 'continue' to go on.")
-        )
+        answers.append(AIMessage(f"I stopped after {max_steps} steps without finishing; say 'continue' to go on."))
         return {"messages": answers}
 
     def route(state: AgentState) -> Literal["tools", "stop", "done"]:
@@ -167,7 +165,7 @@ def _run_tool(by_name: dict[str, BaseTool], call: ToolCall, workspace: Workspace
         return _tool_message(call, _problem(exc), "error")
     except Exception as exc:
         name = call["name"]
-        raise EngineError(f"tool {name!r} failed ({type(exc).__name__}); the turn was not saved") from exc
+        raise EngineError(f"tool {name!r} failed ({type(exc).__name__}: {exc})") from exc
     content = output.content if isinstance(output, ToolMessage) else str(output)
     return _tool_message(call, content, "success")
 

@@ -177,10 +177,7 @@ def _chat_reply(messages: Sequence[BaseMessage], turn: int, text: str) -> str:
     previous = next(m.text for m in reversed(messages[:-1]) if isinstance(m, HumanMessage))
     prompts = next((i for i, m in enumerate(messages) if not isinstance(m, SystemMessage)), len(messages))
     earlier = len(messages) - prompts - 1
-    return (
-        f"Turn {turn}: you said {_quote(text)}; before that, {_quote(previous)}. "
-        f"({earlier} earlier messages)"
-    )
+    return f"Turn {turn}: you said {_quote(text)}; before that, {_quote(previous)}. ({earlier} earlier messages)"
 
 
 def _summarise_tools(messages: Sequence[BaseMessage]) -> str:

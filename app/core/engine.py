@@ -48,7 +48,7 @@ from app.agent.tools import default_tools
 from app.agent.turn import Event, Turn
 from app.config import Settings, load_settings
 from app.core.postgres_session_manager import SessionManager
-from app.errors import EngineError, InvalidInput, IsotopeError, SessionBusy, SessionNotFound
+from app.errors import EngineError, InvalidInput, SessionBusy, SessionNotFound
 
 log = logging.getLogger("isotope.engine")
 
@@ -185,8 +185,8 @@ class IsotopeEngine:
         """
         if not isinstance(user_input, str) or not user_input.strip():
             raise InvalidInput("user_input", "must be a non-empty string")
-        if not isinstance(session_id, str) or self.manager.session_info(session_id) is None:
-            raise SessionNotFound(str(session_id))
+        if self.manager.session_info(session_id) is None:  # also validates the id (InvalidInput)
+            raise SessionNotFound(session_id)
         if stream:
             return self._turn(user_input, session_id, raise_errors=False)
         return _collect(self._turn(user_input, session_id, raise_errors=True))
@@ -262,8 +262,8 @@ class IsotopeEngine:
             # older version than its data, which costs one reload, never a stale turn.
             versions = {item["session_id"]: item["version"] for item in self.manager.list_sessions(limit=limit)}
             result = dict(self.manager.restore_all_sessions(limit=limit, include_data=True))
-        except IsotopeError as exc:  # start-up goes on: turns load sessions on demand anyway
-            log.warning("session restore failed (%s); sessions will load on first use", exc)
+        except Exception as exc:  # start-up goes on whatever broke: turns load sessions on demand
+            log.warning("session restore failed (%s: %s); sessions will load on first use", type(exc).__name__, exc)
             return {"restored_count": 0, "failed_count": 0, "failed_session_ids": [], "errors": [str(exc)]}
         for session_id, data in (result.pop("sessions", None) or {}).items():
             if session_id in versions:

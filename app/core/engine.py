@@ -255,7 +255,11 @@ class IsotopeEngine:
 
     def _restore_existing_sessions(self) -> dict[str, Any]:
         """Load the active sessions into memory (newest first, up to ``store.cache_sessions``; the
-        rest load on first use). Failures are counted and logged, never raised."""
+        rest load on first use). Failures are counted and logged, never raised.
+
+        Returns the manager's report (``restored_count``, ``failed_count``, ``failed_session_ids``,
+        ``errors``, ``duration_s``, ``backend``) plus ``session_ids``, the restored ids newest first.
+        """
         limit = min(self.settings.store.cache_sessions, MAX_RESTORED)
         try:
             # Versions are read *before* the data: a session saved in between is then cached with an
@@ -265,9 +269,12 @@ class IsotopeEngine:
         except Exception as exc:  # start-up goes on whatever broke: turns load sessions on demand
             log.warning("session restore failed (%s: %s); sessions will load on first use", type(exc).__name__, exc)
             return {"restored_count": 0, "failed_count": 0, "failed_session_ids": [], "errors": [str(exc)]}
-        for session_id, data in (result.pop("sessions", None) or {}).items():
+        sessions = result.pop("sessions", None) or {}
+        # Oldest first, so the newest end up most recent in the cache.
+        for session_id, data in reversed(list(sessions.items())):
             if session_id in versions:
                 self._cache.put(session_id, versions[session_id], data)
+        result["session_ids"] = list(sessions)  # newest first, as the manager loaded them
         if result.get("failed_count"):
             log.warning(
                 "restore: %d sessions could not be loaded: %s",

@@ -214,6 +214,7 @@ def test_restore_at_start_up_loads_active_sessions(settings):
     with IsotopeEngine(config=settings) as engine:
         result = engine.restore_result
         assert result["restored_count"] == 3 and result["failed_count"] == 0
+        assert result["session_ids"] == [ids[0], ids[2], ids[1]]  # newest first
         assert "sessions" not in result
 
 

@@ -18,7 +18,10 @@ each other. The lock is taken when the stream is first iterated, not when ``resu
 is called, so an un-iterated stream holds nothing. Closing a stream early abandons the turn.
 
 **Failure.** A model or tool exception ends the stream with an ``error`` event and saves nothing:
-the stored session and this engine's cached copy are exactly as before the turn. An unknown,
+the stored session and this engine's cached copy are exactly as before the turn (so does a lock
+wait longer than ``store.lock_timeout_s``: ``error`` with ``"error": "SessionBusy"``; with
+``stream=False`` both are raised instead, as :class:`~app.errors.EngineError` and
+:class:`~app.errors.SessionBusy`). An unknown,
 deleted or expired session raises :class:`~app.errors.SessionNotFound` from ``resume_workflow``
 itself, before any event, and nothing is created.
 
@@ -33,6 +36,7 @@ import logging
 import threading
 import time
 import uuid
+import weakref
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack
@@ -52,10 +56,10 @@ from app.errors import EngineError, InvalidInput, SessionBusy, SessionNotFound
 
 log = logging.getLogger("isotope.engine")
 
-# Short names the guide's ``config={...}`` uses, mapped to their settings keys. Other keys are
-# dotted settings paths ("engine.openai.base_url", "data_dir", ...).
 MAX_RESTORED = 10_000  # the manager's listing limit
 
+# Short names the guide's ``config={...}`` uses, mapped to their settings keys. Other keys are
+# dotted settings paths ("engine.openai.base_url", "data_dir", ...).
 CONFIG_SHORTCUTS = {
     "postgres_sessions": "postgres_sessions",
     "enhanced_graph": "engine.enhanced_graph",
@@ -108,6 +112,9 @@ class IsotopeEngine:
         self._cache = SessionCache(self.settings.store.cache_sessions)
         if self._owns_manager:
             self.manager.open()
+            # The guide never closes its engines: close the pool when the engine is collected or
+            # at interpreter exit, whichever comes first (close() runs it early).
+            self._finalizer = weakref.finalize(self, self.manager.close)
         self.restore_result: dict[str, Any] = {}
         if options.get("restore", True):
             self.restore_result = self._restore_existing_sessions()
@@ -129,7 +136,7 @@ class IsotopeEngine:
     def close(self) -> None:
         """Close the session manager if this engine opened it."""
         if self._owns_manager:
-            self.manager.close()
+            self._finalizer()
 
     def __enter__(self) -> IsotopeEngine:
         return self

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 
@@ -13,7 +14,7 @@ from app.agent.offline import OfflineChatModel
 from app.config import EngineConfig, OpenAIConfig, Settings
 from app.core.engine import IsotopeEngine
 from app.core.postgres_session_manager import SessionManager
-from app.errors import EngineError, InvalidInput, SessionNotFound
+from app.errors import EngineError, InvalidInput, SessionNotFound, StoreNotOpen
 
 from .fake_openai import FakeOpenAI
 
@@ -268,3 +269,13 @@ def test_threads_sharing_one_engine_take_turns(settings, store):
         assert [h for h in humans if h[0] == name] == [f"{name} {n}" for n in range(8)]
     replies = [m.content for m in stored.data["messages"] if m.type == "ai"]
     assert [r.split(":")[0] for r in replies] == [f"Turn {n}" for n in range(1, 25)]
+
+
+def test_an_engine_nobody_closes_releases_its_pool_when_collected(settings):
+    engine = IsotopeEngine(config=settings)  # the guide never calls close()
+    manager = engine.manager
+    engine.create_session()
+    del engine
+    gc.collect()
+    with pytest.raises(StoreNotOpen):
+        manager.load("anything")

@@ -93,8 +93,8 @@ def _lifespan(state: ApiState, owns_manager: bool) -> Any:
             expiry.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await expiry
-            await _drain(state)
-            if owns_manager:
+            stuck = await _drain(state)
+            if owns_manager and not stuck:
                 await anyio.to_thread.run_sync(state.manager.close)
             log.info("Isotope API stopped")
 
@@ -114,13 +114,17 @@ def _start(state: ApiState, owns_manager: bool) -> None:
     state.restore("startup")
 
 
-async def _drain(state: ApiState) -> None:
-    """Wait for running turns until the grace period (plus the reporting margin) is over."""
+async def _drain(state: ApiState) -> int:
+    """Wait for running turns until the grace period (plus the reporting margin) is over; return
+    how many are still running. Those are stuck in a model call (an abandoned turn waits for it to
+    return) and save nothing; the store is left open for them and the process exit ends them."""
     turns = state.turns
     if turns is None or not turns.running():
-        return
+        return 0
     wait = max(0.0, (state.lifecycle.report_deadline() or 0.0) - time.monotonic())
     log.warning("shutdown: waiting up to %.1f s for %d running turns", wait, turns.running())
     left = await anyio.to_thread.run_sync(turns.wait_idle, wait)
     if left:
-        log.warning("shutdown: %d turns did not finish; each is saved whole or not at all", left)
+        log.warning("shutdown: %d abandoned turns are still waiting for their model call; "
+                    "nothing of them is saved", left)
+    return left

@@ -126,12 +126,16 @@ class Turn:
             self.failure = exc
             self._push(_error_event(self.session_id, exc))
         finally:
-            self._events.close()  # the engine releases the session's lock if it still holds it
-            api_metrics.TURNS_RUNNING.dec()
+            self._push(_END)  # the client's answer is complete; closing below may take a while
             core_metrics.TURNS.labels(self.outcome).inc()
             core_metrics.TURN_SECONDS.observe(time.perf_counter() - started)
-            self._push(_END)
-            self._call(self._slots.release)
+            try:
+                # The engine releases the session's lock. For an abandoned turn this waits for the
+                # model call in flight (LangGraph finishes its running step); nothing is saved.
+                self._events.close()
+            finally:
+                api_metrics.TURNS_RUNNING.dec()
+                self._call(self._slots.release)
 
     def _drive(self) -> None:
         for event in self._events:

@@ -14,6 +14,7 @@ most after the signal.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 from types import FrameType
 
@@ -64,7 +65,8 @@ def serve(
         # uvicorn's own limit is a backstop: turns report how they ended within grace + margin.
         timeout_graceful_shutdown=int(grace + REPORT_MARGIN_S + 1),
     )
-    server = _Server(config, app.state.isotope.lifecycle)
+    state = app.state.isotope
+    server = _Server(config, state.lifecycle)
     previous = signal.signal(signal.SIGTERM, _graceful_exit)
     try:
         server.run()
@@ -72,3 +74,11 @@ def serve(
         signal.signal(signal.SIGTERM, previous)
     if not server.started:
         raise typer.Exit(1)
+    if state.turns is not None and state.turns.running():
+        # Abandoned turns whose model call is still in flight: their threads (and LangGraph's
+        # executor threads, which the interpreter would join) end only when that call returns.
+        # Nothing of those turns is saved, so exit now rather than after the model.
+        logging.getLogger("isotope.api").warning(
+            "exiting with %d abandoned turns still in a model call", state.turns.running())
+        logging.shutdown()
+        os._exit(0)

@@ -155,5 +155,5 @@ class MetricsMiddleware:
             await self.app(scope, receive, status_send)
         finally:
             route = scope.get("route")
-            template = getattr(route, "path", None) or "unmatched"
+            template = getattr(route, "path_format", None) or "unmatched"  # never the raw path: bounded labels
             metrics.observe_request(scope.get("method", "?"), template, status, time.perf_counter() - started)

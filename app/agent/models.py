@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping
+from urllib.parse import urlsplit
 
 from langchain_core.language_models import BaseChatModel
 from pydantic import SecretStr
@@ -51,7 +52,7 @@ def make_openai_model(config: OpenAIConfig, environ: Mapping[str, str] | None = 
                 "or use engine.model: offline"
             )
         key = PLACEHOLDER_KEY
-    log.info("model: openai-compatible %s at %s", config.model, config.base_url or "api.openai.com")
+    log.info("model: openai-compatible %s at %s", config.model, _host(config.base_url))
     return ChatOpenAI(
         model=config.model,
         base_url=config.base_url,
@@ -60,3 +61,11 @@ def make_openai_model(config: OpenAIConfig, environ: Mapping[str, str] | None = 
         timeout=config.timeout_s,
         max_retries=config.max_retries,
     )
+
+
+def _host(base_url: str | None) -> str:
+    """Where the model lives, for logs: scheme, host and path, never credentials in the URL."""
+    if base_url is None:
+        return "api.openai.com"
+    parts = urlsplit(base_url)
+    return f"{parts.scheme}://{parts.hostname}{f':{parts.port}' if parts.port else ''}{parts.path}"

@@ -93,3 +93,9 @@ def test_key_comes_from_the_named_variable_only():
     local = make_openai_model(OpenAIConfig(base_url="http://127.0.0.1:9/v1"), {})
     assert local.openai_api_key.get_secret_value() == "not-needed"
     assert isinstance(make_model(EngineConfig(), {}), OfflineChatModel)
+
+
+def test_the_log_names_the_endpoint_without_credentials(caplog):
+    with caplog.at_level("INFO", logger="isotope.agent"):
+        make_openai_model(OpenAIConfig(base_url="https://me:s3cret@llm.example:8443/v1"), {})
+    assert "https://llm.example:8443/v1" in caplog.text and "s3cret" not in caplog.text

@@ -9,6 +9,7 @@ exclusive ``flock`` so several processes can share one data dir.
 
 from __future__ import annotations
 
+import builtins
 import fcntl
 import hashlib
 import json
@@ -190,7 +191,7 @@ class FileSessionStore:
         now = _now()
         return sum(1 for doc in self._scan() if include_inactive or _info(doc, now)["is_active"])
 
-    def active_ids(self) -> list[str]:
+    def active_ids(self) -> builtins.list[str]:
         return [i["session_id"] for i in self.list(1 << 62, 0, False)]
 
     def statistics(self) -> dict[str, Any]:

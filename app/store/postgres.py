@@ -49,6 +49,9 @@ class _Raced(Exception):
     """Another writer created the row between our lock attempt and our insert; go again."""
 
 
+_CHANGED = object()  # the deferred prefix check found an old message edited in place
+
+
 class PostgresSessionStore:
     """Sessions in PostgreSQL. Construct, then :meth:`open` (the caller owns the pool)."""
 
@@ -202,21 +205,23 @@ class PostgresSessionStore:
 
     def save(self, session_id: str, data: dict[str, Any], metadata: dict[str, Any] | None,
              expires_in_hours: float | None) -> SaveResult:
-        def replan() -> Plan:
-            return plan_save(session_id, data, metadata, expires_in_hours, None, self._limits)
+        def replan(entry: CacheEntry | None = None) -> Plan:
+            return plan_save(session_id, data, metadata, expires_in_hours, entry, self._limits)
 
-        plan = plan_save(session_id, data, metadata, expires_in_hours, self._cache.get(session_id),
-                         self._limits)
+        cached = self._cache.get(session_id)
+        plan = plan_save(session_id, data, metadata, expires_in_hours, cached, self._limits, defer_check=True)
         # Until the outcome is known the cache must not vouch for the stored state.
         self._cache.drop(session_id)
 
         def write(conn: psycopg.Connection[Any], attempt: int) -> tuple[tuple[Any, ...], Plan]:
             current = plan if attempt == 1 else replan()
             if current.expected_version is not None and not current.rewrite:
-                row = conn.execute(sql.APPEND, _append_params(current)).fetchone()  # type: ignore[arg-type]
-                if row is not None:
-                    return row, current
-                current = replan()
+                row = self._append(conn, current)
+                if row is not _CHANGED and row is not None:
+                    return row, current  # type: ignore[return-value]
+                # An old message changed in place: a rewrite from the first difference, still
+                # guarded by the cached version. Or the version moved: a full diff.
+                current = replan(cached) if row is _CHANGED else replan()
             return self._locked_write(conn, current, replan)
 
         row, used = self._run("save", write, sid=session_id)
@@ -226,6 +231,14 @@ class PostgresSessionStore:
             session_id=session_id, version=row[0], message_count=used.message_count, backend=self.name,
             skipped=used.skipped, appended=len(used.new_texts), rewritten=used.rewrite,
         )
+
+    def _append(self, conn: psycopg.Connection[Any], plan: Plan) -> Any:
+        """The one-statement save: the new row's version, None when the version moved, or
+        _CHANGED when an old message was edited in place (nothing was sent then)."""
+        if plan.verify is not None and not plan.verify():
+            return _CHANGED
+        statement, params = _append(plan)
+        return conn.execute(statement, params).fetchone()  # type: ignore[arg-type]
 
     def _locked_write(self, conn: psycopg.Connection[Any], plan: Plan,
                       replan: Callable[[], Plan]) -> tuple[tuple[Any, ...], Plan]:
@@ -311,7 +324,7 @@ class PostgresSessionStore:
         marker = session_data.get("messages") if isinstance(session_data.get("messages"), dict) else {}
         count = int(marker.get("count", 0)) if marker.get(codec.TAG) == "messages" else 0
         self._cache.put(session_id, entry_from_loaded(
-            row[2], data, set(members), int(marker.get("bytes", 0) if count else 0)))
+            row[2], data, set(members), int(marker.get("bytes", 0) if count else 0), row[7]))
         return StoredSession(
             session_id=session_id, data=data, metadata=metadata if isinstance(metadata, dict) else {},
             version=row[2], created_at=row[3], last_updated=row[4], expires_at=row[5],
@@ -414,16 +427,25 @@ class PostgresSessionStore:
     def apply_spooled(self, record: dict[str, Any], produced: dict[str, int]) -> int:
         """Apply one spooled write exactly once; return the version it produced.
 
+        Raises :class:`SessionBusy` when a turn (of any instance) holds the session: a spooled
+        write merged under a running turn would be cut away by that turn's save.
+
         ``produced`` maps earlier records' write ids to the versions they produced in this
         replay, so a chain of deltas applies exactly when nobody else wrote in between and is
         merged (appended after the other writers' messages) when somebody did.
         """
+        sid = record["session_id"]
+
         def work(conn: psycopg.Connection[Any], _: int) -> int:
             with conn.transaction():
+                row = conn.execute(sql.TRY_SESSION_XACT_LOCK, {"key": _lock_key(sid)}).fetchone()
+                if row is None or not row[0]:
+                    raise SessionBusy(f"session {sid!r} is in a turn; its spooled writes wait for the next pass")
                 return self._apply_spooled(conn, record, produced)
 
-        version = self._run("spool replay", work)
-        self._cache.drop(record["session_id"])
+        # A turn holding the session's lock replays on the lock's own connection.
+        version = self._run("spool replay", work, sid=sid)
+        self._cache.drop(sid)
         return version
 
     def _apply_spooled(self, conn: psycopg.Connection[Any], rec: dict[str, Any],
@@ -479,12 +501,14 @@ class PostgresSessionStore:
             diff = conn.execute(sql.FIRST_DIFFERENCE, {"sid": sid, "msgs": texts}).fetchone()
             k = len(texts) if diff is None or diff[0] is None else int(diff[0])
             base, new = (stored, texts[stored:]) if k >= stored else (stored, texts[k:])
-        elif expected == version:
+        elif expected == version and stored == rec.get("prev_count", stored):
             base, new = rec["base_count"], texts
             if rec["rewrite"]:
                 conn.execute(sql.CUT_MESSAGES, {"sid": sid, "base": base})
         else:
-            base, new = stored, texts  # others wrote meanwhile: keep theirs, append ours
+            # Others wrote meanwhile, or an earlier write of this chain was merged after theirs:
+            # keep what is stored, append ours.
+            base, new = stored, texts
         _insert_messages(conn, sid, base, new)
         if rec["members_full"]:
             _write_members(conn, sid, rec["members_upsert"], keep=list(rec["members_upsert"]))
@@ -520,13 +544,28 @@ class PostgresSessionStore:
         return redact_conninfo(self._conninfo) if self._conninfo else "embedded (not started)"
 
 
-def _append_params(plan: Plan) -> dict[str, Any]:
+_STATEMENTS: dict[tuple[int, bool], str] = {}
+
+
+def _append(plan: Plan) -> tuple[str, dict[str, Any]]:
+    texts = plan.new_texts
+    members = bool(plan.upsert_members or plan.delete_members)
+    shape = (len(texts) if len(texts) <= sql.APPEND_VALUES_MAX else -1, members)
+    statement = _STATEMENTS.get(shape)
+    if statement is None:
+        statement = _STATEMENTS[shape] = sql.append_statement(len(texts), members)
     params = _row_params(plan)
-    params.update(
-        expected=plan.expected_version, base=plan.base_count, msgs=plan.new_texts,
-        mk=list(plan.upsert_members), mv=list(plan.upsert_members.values()), **{"del": plan.delete_members},
-    )
-    return params
+    params["expected"] = plan.expected_version
+    params["base"] = plan.base_count
+    if len(texts) <= sql.APPEND_VALUES_MAX:
+        for i, text in enumerate(texts):
+            params[f"m{i}"] = text
+    else:
+        params["msgs"] = texts
+    if members:
+        params.update(mk=list(plan.upsert_members), mv=list(plan.upsert_members.values()),
+                      **{"del": plan.delete_members})
+    return statement, params
 
 
 def _row_params(plan: Plan) -> dict[str, Any]:

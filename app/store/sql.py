@@ -5,10 +5,13 @@ expiry scan read across sessions.
 """
 
 # The hot path: the cache says the row is at %(expected)s, so one statement (one round trip,
-# one commit) bumps the row, appends the new messages and writes the changed large members.
-# Every CTE depends on `upd`, so when the version moved nothing at all is written and the
-# caller falls back to the locked path.
-APPEND = """
+# one commit) bumps the row and appends the new messages (and writes the large members that
+# changed). Every CTE depends on `upd`: when the version moved nothing at all is written and the
+# caller takes the locked path. The statement is built per shape (how many messages, whether
+# members change) so the common turn is a plain VALUES list: measured against unnest(text[]),
+# which parses a text array of ~600-byte strings, it cuts the statement from 2.1x to 1.5x of a
+# bare 2-row INSERT.
+_APPEND_UPDATE = """
 WITH upd AS (
     UPDATE isotope_sessions
        SET session_data = %(data)s::jsonb,
@@ -19,12 +22,21 @@ WITH upd AS (
            version = version + 1,
            is_active = TRUE
      WHERE session_id = %(sid)s AND version = %(expected)s
- RETURNING version, created_at, last_updated, expires_at
-), msg AS (
+ RETURNING version
+)"""
+
+_APPEND_VALUES = """, msg AS (
+    INSERT INTO isotope_messages (session_id, seq, message)
+    SELECT v.s, v.q, v.m FROM upd, (VALUES {rows}) AS v(s, q, m)
+)"""
+
+_APPEND_UNNEST = """, msg AS (
     INSERT INTO isotope_messages (session_id, seq, message)
     SELECT %(sid)s, %(base)s + t.ord::int - 1, t.m::jsonb
       FROM upd, unnest(%(msgs)s::text[]) WITH ORDINALITY AS t(m, ord)
-), mem AS (
+)"""
+
+_APPEND_MEMBERS = """, mem AS (
     INSERT INTO isotope_session_members (session_id, name, value)
     SELECT %(sid)s, u.k, u.v::jsonb
       FROM upd, unnest(%(mk)s::text[], %(mv)s::text[]) AS u(k, v)
@@ -32,9 +44,23 @@ WITH upd AS (
 ), gone AS (
     DELETE FROM isotope_session_members
      WHERE session_id = %(sid)s AND name = ANY(%(del)s::text[]) AND EXISTS (SELECT FROM upd)
-)
-SELECT version, created_at, last_updated, expires_at FROM upd
-"""
+)"""
+
+APPEND_VALUES_MAX = 8
+
+
+def append_statement(messages: int, members: bool) -> str:
+    """The hot-path statement for ``messages`` new messages (parameters m0, m1...)."""
+    text = _APPEND_UPDATE
+    if 0 < messages <= APPEND_VALUES_MAX:
+        rows = ", ".join(f"(%(sid)s, %(base)s::int + {i}, %(m{i})s::jsonb)" for i in range(messages))
+        text += _APPEND_VALUES.format(rows=rows)
+    elif messages:
+        text += _APPEND_UNNEST
+    if members:
+        text += _APPEND_MEMBERS
+    return text + "\nSELECT version FROM upd"
+
 
 # The locked path, one transaction: lock the row, find where the stored history first differs
 # from the new one, cut there, append the rest, sync members, bump the row.
@@ -243,3 +269,6 @@ SELECT current_database(), current_setting('server_version'), current_setting('s
 TRY_SESSION_LOCK = "SELECT pg_try_advisory_lock(%(key)s)"
 SESSION_LOCK = "SELECT pg_advisory_lock(%(key)s)"
 SESSION_UNLOCK = "SELECT pg_advisory_unlock(%(key)s)"
+# Replaying a spooled write takes the session's turn lock for its transaction (shared key space
+# with SESSION_LOCK): a turn of another instance must not run between its read and its save.
+TRY_SESSION_XACT_LOCK = "SELECT pg_try_advisory_xact_lock(%(key)s)"

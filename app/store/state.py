@@ -21,6 +21,7 @@ import datetime as dt
 import enum
 import uuid
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from operator import attrgetter
@@ -88,24 +89,46 @@ class MemberState:
     inline: bool
 
 
-@dataclass
 class CacheEntry:
     """What this process knows the store holds for one session.
 
     ``sizes`` (encoded bytes per message) is None after a load, where only the total is known;
-    a history rewrite then takes the uncached path, which measures everything again.
+    a history rewrite then takes the uncached path, which measures everything again. After a
+    load the message snapshots are built on first use from the loaded JSON text (``pending``),
+    so loading pays for parsing once and the first save after it pays for the second parse.
     """
 
-    version: int
-    snaps: list[Any]
-    sizes: list[int] | None
-    total_bytes: int
-    members: dict[str, MemberState]
-    all_models: bool
+    __slots__ = ("version", "count", "_snaps", "sizes", "total_bytes", "members", "_all_models", "pending")
+
+    def __init__(self, version: int, snaps: list[Any] | None, sizes: list[int] | None, total_bytes: int,
+                 members: dict[str, MemberState], all_models: bool, count: int | None = None,
+                 pending: str | None = None) -> None:
+        self.version = version
+        self._snaps = snaps
+        self.count = len(snaps) if snaps is not None else int(count or 0)
+        self.sizes = sizes
+        self.total_bytes = total_bytes
+        self.members = members
+        self._all_models = all_models
+        self.pending = pending
+
+    def _materialise(self) -> list[Any]:
+        if self._snaps is None:
+            # Freshly decoded objects nobody else holds: their fields are the snapshots.
+            decoded = codec.loads(self.pending) if self.pending else []
+            self._snaps = [view(m) for m in decoded]
+            self._all_models = all(isinstance(m, BaseModel) for m in decoded)
+            self.pending = None
+        return self._snaps
 
     @property
-    def count(self) -> int:
-        return len(self.snaps)
+    def snaps(self) -> list[Any]:
+        return self._materialise()
+
+    @property
+    def all_models(self) -> bool:
+        self._materialise()
+        return self._all_models
 
 
 @dataclass
@@ -125,6 +148,9 @@ class Plan:
     expires_in_hours: float | None
     skipped: list[str]
     entry: CacheEntry = field(repr=False)
+    # When planning assumed the stored messages are unchanged, this confirms it (O(history));
+    # the store runs it while PostgreSQL executes the write, and rolls back if it says no.
+    verify: Callable[[], bool] | None = field(default=None, repr=False)
 
     @property
     def message_count(self) -> int:
@@ -155,15 +181,25 @@ def plan_save(
     expires_in_hours: float | None,
     entry: CacheEntry | None,
     limits: Limits,
+    defer_check: bool = False,
 ) -> Plan:
-    """Work out what to write. Raises InvalidInput/LimitExceeded before anything is written."""
+    """Work out what to write. Raises InvalidInput/LimitExceeded before anything is written.
+
+    With ``defer_check`` and a cache entry, the stored messages are *assumed* unchanged and
+    ``plan.verify()`` checks the assumption later (see :class:`Plan`).
+    """
     skipped: list[str] = []
     messages = data.get(MESSAGES)
     if not isinstance(messages, list):
         messages = None
     live = messages or []
 
-    base, rewrite = _common_prefix(live, entry)
+    verify = None
+    if defer_check and entry is not None and len(live) >= entry.count:
+        base, rewrite = entry.count, False
+        verify = _prefix_check(live, entry)
+    else:
+        base, rewrite = _common_prefix(live, entry)
     if rewrite and entry is not None and entry.sizes is None:
         entry, base, rewrite = None, 0, False
     new_msgs = live[base:]
@@ -230,7 +266,29 @@ def plan_save(
         expires_in_hours=expires_in_hours,
         skipped=skipped,
         entry=new_entry,
+        verify=verify,
     )
+
+
+def _prefix_check(live: list[Any], entry: CacheEntry) -> Callable[[], bool]:
+    prefix = live[:entry.count]  # the list may be mutated after the save returns; freeze it now
+
+    def verify() -> bool:
+        return _same_prefix(prefix, entry)
+
+    return verify
+
+
+def _same_prefix(prefix: list[Any], entry: CacheEntry) -> bool:
+    views = None
+    if entry.all_models:
+        try:
+            views = list(map(_fields_of, prefix))
+        except AttributeError:  # a plain value took a model's place
+            views = None
+    if views is None:
+        views = [view(m) for m in prefix]
+    return bool(views == entry.snaps)
 
 
 def _common_prefix(live: list[Any], entry: CacheEntry | None) -> tuple[int, bool]:
@@ -239,18 +297,8 @@ def _common_prefix(live: list[Any], entry: CacheEntry | None) -> tuple[int, bool
         return 0, False
     stored = entry.snaps
     n = len(stored)
-    if len(live) >= n:
-        prefix = live[:n]
-        views = None
-        if entry.all_models:
-            try:
-                views = list(map(_fields_of, prefix))
-            except AttributeError:  # a plain value took a model's place
-                views = None
-        if views is None:
-            views = [view(m) for m in prefix]
-        if views == stored:
-            return n, False
+    if len(live) >= n and _same_prefix(live[:n], entry):
+        return n, False
     k = 0
     for k in range(min(n, len(live))):
         if view(live[k]) != stored[k]:
@@ -294,10 +342,22 @@ def _place_members(members: dict[str, MemberState], budget: int) -> None:
             used += size
 
 
+_KEYS: dict[str, str] = {}
+
+
+def _key_json(name: str) -> str:
+    text = _KEYS.get(name)
+    if text is None:
+        text = codec.dumps(name)
+        if len(_KEYS) < 10_000:
+            _KEYS[name] = text
+    return text
+
+
 def _session_data_text(data: dict[str, Any], members: dict[str, MemberState], count: int, size: int) -> str:
     parts = []
     for name in data:
-        key = codec.dumps(name)
+        key = _key_json(name)
         if name in members:
             m = members[name]
             body = m.text if m.inline else f'{{"{codec.TAG}":"member","bytes":{len(m.text)}}}'
@@ -328,7 +388,7 @@ def assemble(session_data: dict[str, Any], messages: list[Any] | None,
 
 
 def entry_from_loaded(version: int, data: dict[str, Any], out_of_line: set[str],
-                      message_bytes: int) -> CacheEntry:
+                      message_bytes: int, messages_text: str | None) -> CacheEntry:
     """A cache entry describing exactly what was just loaded (so the next save can be a delta)."""
     messages = data.get(MESSAGES) if isinstance(data.get(MESSAGES), list) else []
     members: dict[str, MemberState] = {}
@@ -337,11 +397,8 @@ def entry_from_loaded(version: int, data: dict[str, Any], out_of_line: set[str],
             continue
         text = codec.dumps(codec.encode(value, name).value)
         members[name] = MemberState(snapshot(value), text, name not in out_of_line)
-    return CacheEntry(
-        version=version, snaps=[message_snapshot(m) for m in messages or []], sizes=None,
-        total_bytes=message_bytes, members=members,
-        all_models=all(isinstance(m, BaseModel) for m in messages or []),
-    )
+    return CacheEntry(version=version, snaps=None, sizes=None, total_bytes=message_bytes, members=members,
+                      all_models=True, count=len(messages or []), pending=messages_text)
 
 
 class SessionCache:

@@ -23,6 +23,7 @@ import logging
 import threading
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -30,7 +31,7 @@ from typing import Any
 
 from app.config import Settings, load_settings
 from app.core import metrics
-from app.errors import InvalidInput, IsotopeError, StoreNotOpen, StoreUnavailable
+from app.errors import InvalidInput, IsotopeError, SessionBusy, StoreNotOpen, StoreUnavailable
 from app.store import codec
 from app.store.base import (
     SaveResult,
@@ -45,7 +46,7 @@ from app.store.base import (
 from app.store.files import FileSessionStore
 from app.store.postgres import PostgresSessionStore
 from app.store.spool import Spool
-from app.store.state import CacheEntry, plan_save
+from app.store.state import CacheEntry, entry_from_loaded, plan_save
 
 log = logging.getLogger("isotope.manager")
 
@@ -75,6 +76,13 @@ class SessionManager:
         self._spool_lock = threading.RLock()
         self._spool_cache: dict[str, CacheEntry] = {}
         self._spool_prev: dict[str, str] = {}
+        # What PostgreSQL last said about each recently used session, so that during an outage a
+        # session this process was working on is still known (and its version right) before it
+        # has a local copy; without it the first turn after the server dies finds "no session".
+        self._known = _KnownSessions(self.settings.store.cache_sessions)
+        self._replaying = threading.Lock()  # one replay pass at a time in this process
+        self._waiting = 0  # turns waiting for it: a background pass stops early for them
+        self._waiting_lock = threading.Lock()
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._replayer: threading.Thread | None = None
@@ -168,6 +176,7 @@ class SessionManager:
             pending = self.spool is not None and self.spool.has_pending(session_id)
             if not self.fallback_active and not pending:
                 try:
+                    self._known.put(session_id, None)
                     return self.pg.delete(session_id, bool(soft_delete))
                 except StoreUnavailable as exc:
                     self._trip(exc, "delete")
@@ -257,10 +266,13 @@ class SessionManager:
         uncertain = False
         if not self.fallback_active and self._drain(session_id):
             try:
-                return self.pg.save(session_id, data, metadata, hours)
+                result = self.pg.save(session_id, data, metadata, hours)
             except StoreUnavailable as exc:
                 self._trip(exc, "save")
                 uncertain = True
+            else:
+                self._known.saved(session_id, result, metadata, hours)
+                return result
         return self._spool_save(session_id, data, metadata, hours, uncertain)
 
     def load(self, session_id: str) -> StoredSession | None:
@@ -275,14 +287,37 @@ class SessionManager:
             try:
                 stored = self.pg.load(session_id)
                 metrics.LOAD_SECONDS.labels("postgres").observe(time.perf_counter() - started)
-                return stored
             except StoreUnavailable as exc:
                 self._trip(exc, "load")
-        return self.files.load(session_id)
+            else:
+                self._known.put(session_id, stored.info() if stored is not None else None)
+                return stored
+        stored = self.files.load(session_id)
+        if stored is None and self.files.info(session_id, include_inactive=True) is None \
+                and _visible(self._known.get(session_id), False) is not None:
+            raise StoreUnavailable(
+                f"PostgreSQL is unreachable ({self._down_reason or 'outage'}) and session {session_id!r} has no "
+                "local copy in this process yet; load it again when PostgreSQL answers"
+            )
+        return stored
 
     def session_info(self, session_id: str, include_inactive: bool = False) -> SessionInfo | None:
         check_session_id(session_id)
-        return self._read("info", lambda store: store.info(session_id, bool(include_inactive)))
+        self._ready()
+        if self.pg is None:
+            return self.files.info(session_id, bool(include_inactive))
+        if not self.fallback_active and self._drain(session_id):
+            try:
+                info = self.pg.info(session_id, include_inactive=True)
+            except StoreUnavailable as exc:
+                self._trip(exc, "info")
+            else:
+                self._known.put(session_id, info)
+                return _visible(info, bool(include_inactive))
+        # PostgreSQL is down, or still behind this session's spooled writes: the local copy, else
+        # what PostgreSQL said last.
+        info = self.files.info(session_id, include_inactive=True) or self._known.get(session_id)
+        return _visible(info, bool(include_inactive))
 
     @contextmanager
     def lock(self, session_id: str, timeout: float | None = None) -> Iterator[None]:
@@ -355,11 +390,23 @@ class SessionManager:
         log.warning("PostgreSQL answers again after %.1f s; replaying the outage spool", down_for)
 
     def _drain(self, session_id: str) -> bool:
-        """True when the session has no spooled writes left (replaying them first if possible)."""
+        """True when the session has no spooled writes left (replaying them first if possible).
+
+        If the background thread is replaying, it is asked to stop after its current record and
+        this call waits for it (at most ``store.connect_timeout_s``), then replays this session's
+        backlog itself. Spooling instead would keep the session behind the replay for as long as
+        turns arrive faster than a pass ends.
+        """
         assert self.spool is not None
         if not self.spool.has_pending(session_id):
             return True
-        self.replay_spool(session_id)
+        with self._waiting_lock:
+            self._waiting += 1
+        try:
+            self.replay_spool(session_id, wait=self.settings.store.connect_timeout_s)
+        finally:
+            with self._waiting_lock:
+                self._waiting -= 1
         return not self.spool.has_pending(session_id)
 
     def _spool_save(self, session_id: str, data: dict[str, Any], metadata: dict[str, Any] | None,
@@ -370,19 +417,23 @@ class SessionManager:
             prev = self._spool_prev.get(session_id)
             base_version = None
             if seed is None:
-                seed = self.pg.cache_entry(session_id)
-                base_version = seed.version if seed is not None else None
+                seed, prev, base_version = self._spool_seed(session_id)
             plan = plan_save(session_id, data, metadata, hours, seed, self.pg._limits)
             full = plan.all_texts is not None
             now = datetime.now(UTC)
             if seed is not None:
                 version = seed.version + 1
             else:
-                info = self.files.info(session_id, include_inactive=True)
+                info = self.files.info(session_id, include_inactive=True) or self._known.get(session_id)
                 version = info["version"] + 1 if info is not None else 1
-            record = {
-                "kind": "save", "write_id": str(uuid.uuid4()), "session_id": session_id,
+            write_id = str(uuid.uuid4())
+            record: dict[str, Any] = {
+                "kind": "save", "write_id": write_id, "session_id": session_id,
                 "acked_at": now.isoformat(), "prev": prev, "base_version": base_version,
+                # How many messages the writer believed were stored before this write: replay
+                # applies the delta in place only if PostgreSQL holds exactly that many (an
+                # earlier write of the chain may have been merged after other instances' turns).
+                "prev_count": seed.count if seed is not None and not full else None,
                 "base_count": plan.base_count, "rewrite": plan.rewrite, "full": full,
                 "texts": plan.all_texts if full else plan.new_texts,
                 "session_data": plan.session_data_text, "members_upsert": plan.upsert_members,
@@ -395,46 +446,91 @@ class SessionManager:
             self.files.save(session_id, data, metadata, hours, version=version)
             plan.entry.version = version
             self._spool_cache[session_id] = plan.entry
-            self._spool_prev[session_id] = record["write_id"]
+            self._spool_prev[session_id] = write_id
             metrics.SPOOL_DEPTH.inc()
         return SaveResult(session_id=session_id, version=version, message_count=plan.message_count,
                           backend="spool", skipped=plan.skipped, appended=len(plan.new_texts),
                           rewritten=plan.rewrite)
 
+    def _spool_seed(self, session_id: str) -> tuple[CacheEntry | None, str | None, int | None]:
+        """What the first spooled write of a session (in this process) is a delta against.
+
+        PostgreSQL's state as this process last saw it, if it remembers; else, when earlier
+        writes of the session are still spooled (a process that died during the outage), the
+        local copy they produced, chained after the last of them. Otherwise nothing: the write
+        carries the whole message list.
+        """
+        assert self.pg is not None and self.spool is not None
+        entry = self.pg.cache_entry(session_id)
+        if entry is not None:
+            return entry, None, entry.version
+        pending = self.spool.pending(session_id)
+        last = self.spool.read(pending[-1]) if pending else None
+        if last is None:
+            return None, None, None
+        stored = self.files.load(session_id)
+        if stored is None:
+            return None, None, None
+        messages = stored.data.get("messages") if isinstance(stored.data.get("messages"), list) else []
+        size = sum(len(codec.dumps(codec.encode(m, "m").value).encode("utf-8")) for m in messages or [])
+        return entry_from_loaded(stored.version, stored.data, set(), size), last["write_id"], None
+
     def _spool_delete(self, session_id: str, soft: bool) -> bool:
         assert self.spool is not None and self.pg is not None
         known = self.pg.cache_entry(session_id) is not None or session_id in self._spool_cache \
-            or self.files.info(session_id, include_inactive=True) is not None
+            or self.files.info(session_id, include_inactive=True) is not None \
+            or self._known.get(session_id) is not None
         if not known:
             return False
         self.spool.append({"kind": "delete", "soft": soft, "write_id": str(uuid.uuid4()),
                            "session_id": session_id, "acked_at": datetime.now(UTC).isoformat()})
         self._spool_cache.pop(session_id, None)
         self._spool_prev.pop(session_id, None)
+        self._known.put(session_id, None)
         self.files.delete(session_id, soft)
         return True
 
-    def replay_spool(self, session_id: str | None = None) -> dict[str, Any]:
-        """Replay spooled writes into PostgreSQL now (all, or one session's); report counts."""
+    def replay_spool(self, session_id: str | None = None, wait: float = 0.0) -> dict[str, Any]:
+        """Replay spooled writes into PostgreSQL now (all, or one session's); report counts.
+
+        One replay at a time per data dir: waits up to ``wait`` seconds for another thread of
+        this process, and gives up at once if another process is replaying.
+        """
         report = {"replayed": 0, "failed": 0, "remaining": 0, "seconds": 0.0}
         if self.pg is None or self.spool is None:
             return report
+        if not self._replaying.acquire(timeout=wait):
+            report["remaining"] = self.spool.depth()
+            return report
+        try:
+            return self._replay(session_id, report)
+        finally:
+            self._replaying.release()
+
+    def _replay(self, session_id: str | None, report: dict[str, Any]) -> dict[str, Any]:
+        assert self.pg is not None and self.spool is not None
         started = time.perf_counter()
         done: set[str] = set()
+        busy: set[str] = set()
         produced: dict[str, int] = {}
         with self.spool.replay_lock() as mine:
             if not mine:
                 report["remaining"] = self.spool.depth()
                 return report
             for path in self.spool.pending(session_id):
+                if session_id is None and self._waiting:
+                    break  # a turn waits to replay its own session; the next pass resumes here
                 record = self.spool.read(path)
-                if record is None:
+                if record is None or record.get("session_id") in busy:
                     continue
                 try:
                     produced[record["write_id"]] = self.pg.apply_spooled(record, produced)
                 except StoreUnavailable as exc:
                     self._trip(exc, "spool replay")
                     break
+                except SessionBusy:
+                    busy.add(record["session_id"])  # its later writes wait too: order is kept
+                    continue
                 except (IsotopeError, KeyError, TypeError, ValueError) as exc:
                     self.spool.quarantine(path, f"{type(exc).__name__}: {exc}")
                     log.error("spooled write %s for session %r cannot be replayed and was moved to %s: %s",
@@ -448,6 +544,7 @@ class SessionManager:
         with self._spool_lock:
             for sid in done:
                 if not self.spool.has_pending(sid):
+                    self._known.put(sid, self.files.info(sid, include_inactive=True))
                     self.files.remove_copy(sid)
                     self._spool_cache.pop(sid, None)
                     self._spool_prev.pop(sid, None)
@@ -484,8 +581,60 @@ class SessionManager:
                 return
             self.pg.reset_pool()
             self._recovered()
-        if self.spool.pending():
-            self.replay_spool()
+        # Drain to the end now: turns on a session with a backlog keep spooling until it is
+        # replayed, so one pass per interval would trail them by an interval each time.
+        while not (self._stop.is_set() or self.fallback_active or self._waiting) and self.spool.pending():
+            if not self.replay_spool()["replayed"]:
+                return
+
+
+# ---------------------------------------------------------------------------------------------
+# What PostgreSQL said last
+
+
+class _KnownSessions:
+    """A bounded LRU of the last :class:`SessionInfo` PostgreSQL gave for each session."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = max(capacity, 1)
+        self._items: OrderedDict[str, SessionInfo] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, session_id: str) -> SessionInfo | None:
+        with self._lock:
+            return self._items.get(session_id)
+
+    def put(self, session_id: str, info: SessionInfo | None) -> None:
+        with self._lock:
+            if info is None:
+                self._items.pop(session_id, None)
+                return
+            self._items[session_id] = info
+            self._items.move_to_end(session_id)
+            while len(self._items) > self.capacity:
+                self._items.popitem(last=False)
+
+    def saved(self, session_id: str, result: SaveResult, metadata: dict[str, Any] | None,
+              hours: float | None) -> None:
+        """Update after a save (the row's timestamps are not returned; ours are close enough)."""
+        before = self.get(session_id)
+        now = datetime.now(UTC)
+        self.put(session_id, SessionInfo(
+            session_id=session_id,
+            metadata=dict(metadata) if metadata is not None else before["metadata"] if before else {},
+            created_at=before["created_at"] if before else now, last_updated=now,
+            expires_at=now + timedelta(hours=hours) if hours is not None else before["expires_at"] if before else None,
+            version=result.version, is_active=True, message_count=result.message_count,
+        ))
+
+
+def _visible(info: SessionInfo | None, include_inactive: bool) -> SessionInfo | None:
+    if info is None or include_inactive:
+        return info
+    expires = info["expires_at"]
+    if not info["is_active"] or (expires is not None and expires <= datetime.now(UTC)):
+        return None
+    return info
 
 
 # ---------------------------------------------------------------------------------------------

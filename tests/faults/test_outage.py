@@ -1,0 +1,97 @@
+"""PostgreSQL stopped (``pg_ctl stop -m immediate``) while an engine process takes turns in a loop."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.faults.cluster import Cluster
+from tests.faults.harness import Worker, audit, spool_depth, stored_pairs_ok, wait_until
+
+pytestmark = [pytest.mark.fault, pytest.mark.slow, pytest.mark.multiprocess]
+
+
+def outage(cluster: Cluster, database_url: str, data_dir: Path, seconds: float) -> dict[str, float]:
+    worker = Worker(database_url, data_dir)
+    try:
+        session_id = worker.create("outage")
+        worker.loop(session_id, "turn")
+        worker.wait_acked(20)
+
+        down_at = time.time()
+        cluster.stop("immediate")
+        threading.Event().wait(seconds)  # the outage itself: the fault lasts this long
+        up_at = time.time()
+        cluster.start()
+        replay_s = wait_until(lambda: spool_depth(data_dir) == 0, 60, "the spool replays by itself")
+        during = [a for a in worker.acked if down_at <= a["started"] < up_at]
+        back = len(worker.acked)
+        worker.wait_acked(back + 10)  # and the loop goes on against PostgreSQL
+        worker.stop_loop()
+        status = worker.status()
+        assert worker.exit() == 0
+    finally:
+        worker.reap()
+
+    result = audit(database_url, session_id, {"worker": [a["text"] for a in worker.acked]})
+    figures = {
+        "outage_s": round(up_at - down_at, 2),
+        "acknowledged": result.acknowledged,
+        "acknowledged_during_outage": len(during),
+        "spooled": sum(1 for a in worker.acked if a["backend"] == "spool"),
+        "lost": len(result.lost),
+        "duplicated": len(result.duplicated),
+        "replay_s": round(replay_s, 2),
+        "slowest_outage_turn_s": round(max((a["seconds"] for a in during), default=0.0), 3),
+        "failed_turns": len(worker.unacked),
+    }
+    print(f"\noutage {seconds} s: {figures}; last replay {status['last_replay']}")
+    assert not result.lost and not result.duplicated and not result.out_of_order, result
+    assert result.unacknowledged_stored == 0 and not worker.unacked, worker.unacked[:3]
+    assert stored_pairs_ok(database_url, session_id) == []
+    versions = [a["version"] for a in worker.acked]
+    jumps = [(a["text"], a["version"], a["backend"]) for a, b in zip(worker.acked, worker.acked[1:], strict=False)
+             if b["version"] != a["version"] + 1]
+    assert versions[0] == 2 and not jumps, f"each turn is the session's next version: {jumps}"
+    assert len(during) >= 5, "turns must keep being acknowledged during the outage"
+    assert status["spool_depth"] == 0 and not status["fallback_active"]
+    return figures
+
+
+@pytest.mark.timeout(120)
+def test_a_3_5_second_outage_loses_no_acknowledged_turn(cluster: Cluster, fault_db: str, data_dir: Path) -> None:
+    figures = outage(cluster, fault_db, data_dir, 3.5)
+    assert figures["slowest_outage_turn_s"] < 6.0
+    assert figures["replay_s"] < 10.0
+
+
+@pytest.mark.timeout(180)
+def test_a_30_second_outage_loses_no_acknowledged_turn(cluster: Cluster, fault_db: str, data_dir: Path) -> None:
+    figures = outage(cluster, fault_db, data_dir, 30)
+    assert figures["slowest_outage_turn_s"] < 6.0
+    assert figures["replay_s"] < 15.0
+
+
+@pytest.mark.timeout(120)
+def test_an_outage_that_begins_between_turns(cluster: Cluster, fault_db: str, data_dir: Path) -> None:
+    """The first thing to meet the dead server is the next turn's start, not a save."""
+    with Worker(fault_db, data_dir) as worker:
+        session_id = worker.create("idle")
+        worker.loop(session_id, "before", count=3)
+        worker.expect("looped")
+        cluster.stop("immediate")
+        worker.loop(session_id, "during", count=5)
+        worker.expect("looped", timeout=60)
+        cluster.start()
+        replay_s = wait_until(lambda: spool_depth(data_dir) == 0, 60, "the spool replays by itself")
+        assert worker.exit() == 0
+    result = audit(fault_db, session_id, {"worker": [a["text"] for a in worker.acked]})
+    print(f"\nidle outage: {len(worker.acked)} acknowledged, {len(worker.unacked)} failed, replay {replay_s:.2f} s, "
+          f"slowest {max(a['seconds'] for a in worker.acked):.2f} s")
+    assert not worker.unacked, worker.unacked
+    assert [a["text"] for a in worker.acked] == [f"before {n}" for n in (1, 2, 3)] + [f"during {n}" for n in range(1, 6)]
+    assert not result.lost and not result.duplicated and not result.out_of_order
+    assert [a["version"] for a in worker.acked] == list(range(2, 10))  # no version repeats or restarts

@@ -11,6 +11,7 @@ Unauthorized               401     ``unauthorized``         ``WWW-Authenticate: 
 SessionNotFound            404     ``session_not_found``
 SessionBusy                409     ``session_busy``         ``Retry-After``
 StaleSession               409     ``stale_session``
+SessionExists              409     ``session_exists``
 RequestTooLarge            413     ``request_too_large``
 LimitExceeded              422     ``limit_exceeded``       names the field
 InvalidInput               422     ``invalid_input``        names the field (also request validation)
@@ -69,6 +70,12 @@ class Unauthorized(ApiError):
     code = "unauthorized"
 
 
+class SessionExists(ApiError):
+    """A session with the requested id exists (or existed and was soft-deleted)."""
+
+    code = "session_exists"
+
+
 class RequestTooLarge(ApiError):
     """The request body is over ``api.max_request_bytes``."""
 
@@ -93,6 +100,7 @@ STATUS_BY_CLASS: dict[type[BaseException], Mapping] = {
     SessionNotFound: Mapping(404, "session_not_found"),
     SessionBusy: Mapping(409, "session_busy", retry_after=1),
     StaleSession: Mapping(409, "stale_session"),
+    SessionExists: Mapping(409, "session_exists"),
     RequestTooLarge: Mapping(413, "request_too_large"),
     LimitExceeded: Mapping(422, "limit_exceeded"),
     InvalidInput: Mapping(422, "invalid_input"),

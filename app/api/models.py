@@ -7,11 +7,17 @@ that JSON (and let schemathesis check it), they are not re-validated on every re
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from fastapi import Path
+from pydantic import BaseModel, ConfigDict, Field
 
 from app.store.base import MAX_EXPIRES_IN_HOURS, MAX_SESSION_ID_LENGTH
+
+# The manager's rules for ids (app.store.base.check_session_id) that a schema can state.
+SESSION_ID_PATTERN = r"^[^\x00]*$"
+SessionIdPath = Annotated[str, Path(min_length=1, max_length=MAX_SESSION_ID_LENGTH, pattern=SESSION_ID_PATTERN,
+                                    description="Any id the manager accepts; '/' allowed (percent-encode it)")]
 
 
 class _Open(BaseModel):
@@ -33,10 +39,16 @@ class ErrorBody(BaseModel):
 
 def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """The ``responses=`` entry documenting these error statuses with :class:`ErrorBody`."""
-    text = {401: "Missing or wrong bearer token", 404: "Unknown, deleted or expired session",
-            409: "The session is busy in another turn", 413: "Request body over api.max_request_bytes",
-            422: "Invalid input (names the field)", 502: "The model or a tool failed; nothing was saved",
-            503: "No store can take the request, or the server is starting or stopping"}
+    text = {
+        400: "The request body cannot be decoded",
+        401: "Missing or wrong bearer token",
+        404: "Unknown, deleted or expired session",
+        409: "The session exists already, or is busy in another turn",
+        413: "Request body over api.max_request_bytes",
+        422: "Invalid input (names the field)",
+        502: "The model or a tool failed; nothing was saved",
+        503: "No store can take the request, or the server is starting or stopping",
+    }
     return {status: {"model": ErrorBody, "description": text.get(status, "Error")} for status in statuses}
 
 
@@ -87,22 +99,15 @@ class CreateSessionIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     metadata: dict[str, Any] = Field(default_factory=dict, description='e.g. {"name": "新会话", "user_id": "user123"}')
-    session_id: str | None = Field(None, min_length=1, max_length=MAX_SESSION_ID_LENGTH,
-                                   description="Your own id; a random one by default")
+    session_id: str | None = Field(None, min_length=1, max_length=MAX_SESSION_ID_LENGTH, pattern=SESSION_ID_PATTERN,
+                                   description="Your own id; a random one by default (409 if it exists)")
     expires_in_hours: float | None = Field(None, ge=0, le=MAX_EXPIRES_IN_HOURS)
 
 
 class MessageIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    content: str = Field(min_length=1, description="The user's message")
-
-    @field_validator("content")
-    @classmethod
-    def _not_blank(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("must contain more than whitespace")
-        return value
+    content: str = Field(min_length=1, pattern=r"\S", description="The user's message (not only whitespace)")
 
 
 class TurnOut(_Open):

@@ -9,11 +9,13 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from app.api import sse
+from app.api.errors import SessionExists
 from app.api.models import (
     CreateSessionIn,
     DeletedOut,
     MessageIn,
     MessagesOut,
+    SessionIdPath,
     SessionInfoOut,
     TurnOut,
     error_responses,
@@ -22,7 +24,7 @@ from app.api.security import require_token
 from app.api.state import ApiState, api_state
 from app.api.turns import Turn
 from app.core.present import info_json, jsonable
-from app.errors import SessionNotFound
+from app.errors import InvalidInput, SessionNotFound
 
 router = APIRouter(dependencies=[Depends(require_token)], tags=["chat"],
                    responses=error_responses(401, 503))
@@ -30,11 +32,19 @@ State = Annotated[ApiState, Depends(api_state)]
 
 
 @router.post("/api/sessions", status_code=201, response_model=None,
-             responses={201: {"model": SessionInfoOut}, **error_responses(413, 422)})
+             responses={201: {"model": SessionInfoOut}, **error_responses(400, 409, 413, 422)})
 def create_session(body: CreateSessionIn, state: State) -> JSONResponse:
     """Create a session (stored before this returns); 201 with its id, metadata and version."""
-    session_id = state.engine.create_session(metadata=body.metadata, session_id=body.session_id,
-                                             expires_in_hours=body.expires_in_hours)
+    try:
+        session_id = state.engine.create_session(metadata=body.metadata, session_id=body.session_id,
+                                                 expires_in_hours=body.expires_in_hours)
+    except InvalidInput as exc:
+        # The engine reports a taken id as InvalidInput; the insert already failed, so asking
+        # now only chooses the status (409, not 422), it decides nothing.
+        if body.session_id is not None and exc.field == "session_id" and \
+                state.manager.session_info(body.session_id, include_inactive=True) is not None:
+            raise SessionExists(str(exc)) from exc
+        raise
     info = state.manager.session_info(session_id, include_inactive=True)
     if info is None:  # expired at once (expires_in_hours=0) or deleted meanwhile
         raise SessionNotFound(session_id, "was created but is no longer active")
@@ -47,9 +57,9 @@ def create_session(body: CreateSessionIn, state: State) -> JSONResponse:
     responses={200: {"model": TurnOut, "content": {sse.MEDIA_TYPE: {"schema": {"type": "string"}}},
                      "description": "The turn's result as JSON, or its events as Server-Sent Events "
                                     "when the request says Accept: text/event-stream"},
-               **error_responses(404, 409, 413, 422, 502)},
+               **error_responses(400, 404, 409, 413, 422, 502)},
 )
-async def send_message(session_id: str, body: MessageIn, request: Request, state: State) -> Any:
+async def send_message(session_id: SessionIdPath, body: MessageIn, request: Request, state: State) -> Any:
     """One turn. ``Accept: text/event-stream`` streams the engine's events (token, tool_call,
     tool_result, message, then done or error); otherwise the reply comes as one JSON object."""
     assert state.turns is not None, "the lifespan starts the turn runner"
@@ -76,7 +86,7 @@ async def _collect(turn: Turn) -> dict[str, Any]:
 @router.get("/api/sessions/{session_id:path}/messages", response_model=None,
             responses={200: {"model": MessagesOut}, **error_responses(404, 422)})
 def list_messages(
-    session_id: str,
+    session_id: SessionIdPath,
     state: State,
     offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
     limit: Annotated[int | None, Query(ge=0, le=100_000)] = None,
@@ -97,7 +107,7 @@ def list_messages(
 
 @router.delete("/api/sessions/{session_id:path}", response_model=None,
                responses={200: {"model": DeletedOut}, **error_responses(404, 422)})
-def delete_session(session_id: str, state: State, hard: bool = False) -> JSONResponse:
+def delete_session(session_id: SessionIdPath, state: State, hard: bool = False) -> JSONResponse:
     """Soft delete (deactivate) by default; ``?hard=true`` removes the session and its messages."""
     found = state.manager.delete_session(session_id, soft_delete=not hard)
     if not found:

@@ -15,6 +15,7 @@ from app.api.models import (
     ConnectionTestOut,
     RestoredOut,
     RestoreOut,
+    SessionIdPath,
     SessionListOut,
     SessionOut,
     StatisticsOut,
@@ -51,7 +52,7 @@ def list_sessions(
 
 @router.get("/api/sessions/postgres/sessions/{session_id:path}", tags=["guide"], response_model=None,
             responses={200: {"model": SessionOut}, **error_responses(404, 422)})
-def get_session(session_id: str, state: State) -> JSONResponse:
+def get_session(session_id: SessionIdPath, state: State) -> JSONResponse:
     """One session: messages (type, content, tool calls), tasks, files, metadata, version, timestamps."""
     stored = state.manager.load(session_id)
     if stored is None:

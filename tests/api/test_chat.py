@@ -34,13 +34,16 @@ def test_create_with_own_id_and_expiry(client: httpx.Client) -> None:
     session_id = f"mine-{uuid.uuid4().hex[:8]}"
     info = create(client, session_id=session_id, expires_in_hours=2)
     assert info["session_id"] == session_id and info["expires_at"] is not None
-    error = assert_error(client.post("/api/sessions", json={"session_id": session_id}), 422, "invalid_input")
-    assert error["field"] == "session_id" and "already exists" in error["message"]
+    error = assert_error(client.post("/api/sessions", json={"session_id": session_id}), 409, "session_exists")
+    assert "already exists" in error["message"]
+    client.delete(f"/api/sessions/{session_id}")  # soft-deleted ids stay taken
+    assert_error(client.post("/api/sessions", json={"session_id": session_id}), 409, "session_exists")
 
 
 def test_create_rejects_bad_bodies(client: httpx.Client) -> None:
     cases = [({"metadata": "not a dict"}, "body.metadata"), ({"expires_in_hours": -1}, "body.expires_in_hours"),
-             ({"session_id": ""}, "body.session_id"), ({"surprise": 1}, "body.surprise")]
+             ({"session_id": ""}, "body.session_id"), ({"session_id": "a\x00b"}, "body.session_id"),
+             ({"surprise": 1}, "body.surprise")]
     for body, field in cases:
         assert assert_error(client.post("/api/sessions", json=body), 422, "invalid_input")["field"] == field
     bad_json = client.post("/api/sessions", content=b"{not json", headers={"Content-Type": "application/json"})

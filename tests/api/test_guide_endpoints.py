@@ -90,7 +90,8 @@ def test_one_session_with_messages_tasks_files(client: httpx.Client, manager: Se
 def test_one_session_unknown_is_404_and_bad_id_422(client: httpx.Client) -> None:
     assert_error(client.get("/api/sessions/postgres/sessions/no-such-session"), 404, "session_not_found")
     error = assert_error(client.get("/api/sessions/postgres/sessions/" + "x" * 256), 422, "invalid_input")
-    assert error["field"] == "session_id" and "255" in error["message"]
+    assert error["field"] == "path.session_id" and "255" in error["message"]
+    assert_error(client.get("/api/sessions/postgres/sessions/a%00b"), 422, "invalid_input")
 
 
 def test_session_ids_with_slashes_and_unicode(client: httpx.Client, manager: SessionManager) -> None:

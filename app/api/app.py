@@ -73,9 +73,8 @@ def _lifespan(state: ApiState, owns_manager: bool) -> Any:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         try:
             await anyio.to_thread.run_sync(_start, state, owns_manager)
-        except Exception as exc:
+        except Exception as exc:  # reported once, as one line, by the guard middleware (no traceback)
             state.failure = f"start-up failed: {type(exc).__name__}: {redact.scrub(str(exc))}"
-            log.error("%s", state.failure)
             raise
         pool = state.settings.store.pool_max_size
         # Sync routes never hold more threads than the pool has connections for.

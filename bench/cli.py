@@ -10,6 +10,7 @@ import argparse
 import contextlib
 import json
 import multiprocessing
+import os
 import platform
 import time
 from collections.abc import Iterator
@@ -101,6 +102,7 @@ def _result(
     info = {
         "started": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "wall_seconds": wall,
+        "loadavg_at_end": os.getloadavg(),
         "plan": plan.__dict__,
         "systems": names,
         "server": facts,
@@ -124,6 +126,14 @@ def _notes(reps: list[dict[str, Any]]) -> list[str]:
     sources = {res.get("fpi_source") for rep in reps for res in rep["systems"].values() if res.get("available")}
     if sources == {None}:
         notes.append("full-page images: not visible on this server (no pg_walinspect, no local pg_waldump)")
+    for rep in reps:
+        for name, res in rep["systems"].items():
+            flagged = [h for h, cell in (res.get("cells") or {}).items() if cell.get("checkpoint_in_window")]
+            if flagged:
+                notes.append(
+                    f"repetition {rep['index']}: {name} H={', '.join(flagged)}: a checkpoint started inside "
+                    "the timed window (WAL includes full-page images)"
+                )
     if any(res.get("checkpoint_allowed") is False for rep in reps for res in rep["systems"].values()):
         notes.append("CHECKPOINT was not allowed for this role: WAL figures include full-page images")
     return notes

@@ -54,6 +54,7 @@ def measure_cell(system: System, probe: Probe, history: int, sessions: int) -> d
         "fpi_bytes_per_turn": None if fpi is None else fpi / sessions,
         "growth_bytes_per_turn": (end.relation_bytes - start.relation_bytes) / sessions,
         "xacts_per_turn": (end.next_xid - start.next_xid) / sessions,
+        "checkpoint_in_window": None if start.redo_lsn is None else start.redo_lsn != end.redo_lsn,
         "load_ms": summary(_timed_loads(system, turns, history + 2)),
     }
 

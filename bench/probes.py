@@ -32,6 +32,9 @@ SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0)::bigint
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE c.relkind IN ('r', 'm') AND n.nspname <> 'information_schema' AND n.nspname !~ '^pg_'
 """
+# The redo point moves when any checkpoint (ours, timed or requested) starts; a checkpoint
+# inside a timed window brings full-page images into the WAL figure, so such cells are flagged.
+REDO_POINT = "SELECT redo_lsn::text FROM pg_control_checkpoint()"
 WAL_DIFF = "SELECT pg_wal_lsn_diff(%s::pg_lsn, %s::pg_lsn)::bigint"
 CHECKPOINT = "CHECKPOINT"
 CREATE_WALINSPECT = "CREATE EXTENSION IF NOT EXISTS pg_walinspect"
@@ -48,6 +51,7 @@ class Position:
     lsn: str
     next_xid: int
     relation_bytes: int
+    redo_lsn: str | None
 
 
 class Probe:
@@ -76,7 +80,14 @@ class Probe:
         row = self._conn.execute(POSITION).fetchone()
         size = self._conn.execute(RELATION_BYTES).fetchone()
         assert row is not None and size is not None
-        return Position(lsn=row[0], next_xid=int(row[1]), relation_bytes=int(size[0]))
+        return Position(row[0], int(row[1]), int(size[0]), self._redo_lsn())
+
+    def _redo_lsn(self) -> str | None:
+        try:
+            row = self._conn.execute(REDO_POINT).fetchone()
+        except psycopg.errors.InsufficientPrivilege:
+            return None
+        return row[0] if row else None
 
     def wal_bytes(self, start: Position, end: Position) -> int:
         row = self._conn.execute(WAL_DIFF, (end.lsn, start.lsn)).fetchone()

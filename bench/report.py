@@ -3,6 +3,7 @@ repetition's value side by side ("a / b"), then the mean ratio to the floor of t
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from bench.summary import CELL_METRICS
@@ -93,6 +94,8 @@ def _header(meta: dict[str, Any], reps: list[dict[str, Any]]) -> list[str]:
         f"autovacuum {server['autovacuum']}. {meta['machine']}. Python {meta['python']}. "
         f"Versions: {', '.join(f'{k} {v}' for k, v in meta['versions'].items())}.",
         "",
+        _load_line(reps),
+        "",
         f"Method: {meta['method']}",
         "",
         f"Cells: repetition 1 / repetition 2 / ... ({len(reps)} repetition(s); even-numbered ones run the "
@@ -101,6 +104,16 @@ def _header(meta: dict[str, Any], reps: list[dict[str, Any]]) -> list[str]:
         f"{plan['sessions_per_cell']}. kB = 1024 B.",
         "",
     ]
+
+
+def _load_line(reps: list[dict[str, Any]]) -> str:
+    loads = [res["loadavg_at_start"][0] for rep in reps for res in rep["systems"].values() if res.get("available")]
+    if not loads:
+        return ""
+    return (
+        f"1-minute load average when each system started: {min(loads):.1f} to {max(loads):.1f} "
+        f"(on a machine with {os.cpu_count()} CPUs; above that, other work competed with the run)."
+    )
 
 
 def _throughput(

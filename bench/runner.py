@@ -4,6 +4,7 @@ every other repetition so that warm caches and a growing WAL do not favour one s
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 import time
 import traceback
@@ -84,6 +85,8 @@ def _run_phases(env: Environment, system: System, probe: Probe, conninfo: str) -
         "available": True,
         "label": system.label,
         "fpi_source": probe.fpi_source,
+        # The machine may be shared; the load average lets a reader judge a noisy cell.
+        "loadavg_at_start": os.getloadavg(),
         "cells": {},
         "errors": {},
     }

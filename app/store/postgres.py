@@ -13,6 +13,7 @@ Only this module (and the schema module) import psycopg. Driver errors become do
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import hashlib
 import logging
@@ -199,7 +200,16 @@ class PostgresSessionStore:
                 if attempt == 2 or not _connection_died(exc.__cause__):
                     raise
                 log.info("retrying %s on a new connection after: %s", what, _first_line(exc.__cause__))
+                self._drop_dead_connections()
         raise AssertionError("unreachable")
+
+    def _drop_dead_connections(self) -> None:
+        """After one connection died, test the idle ones (a server restart or a mass
+        pg_terminate_backend kills them all) so the retry does not get another dead one."""
+        pool = self._pool
+        if pool is not None:
+            with contextlib.suppress(psycopg.Error, PoolClosed):
+                pool.check()
 
     # ------------------------------------------------------------------ writes
 
@@ -402,16 +412,7 @@ class PostgresSessionStore:
         if session_id in held:  # re-entrant within a thread
             yield
             return
-        with self._translated("session lock"), self._connection() as conn:
-            conn.execute("SELECT set_config('lock_timeout', %s, false)", (f"{max(1, int(wait * 1000))}ms",))
-            try:
-                conn.execute(sql.SESSION_LOCK, {"key": _lock_key(session_id)})
-            except psycopg.errors.LockNotAvailable as exc:
-                raise SessionBusy(
-                    f"session {session_id!r} is busy in another turn (waited {wait:g} s); retry"
-                ) from exc
-            finally:
-                conn.execute("SELECT set_config('lock_timeout', '0', false)")
+        with self._translated("session lock"), self._locked_connection(session_id, wait) as conn:
             held[session_id] = conn
             try:
                 yield
@@ -421,6 +422,32 @@ class PostgresSessionStore:
                     # If the backend is gone, its advisory locks went with it.
                     with contextlib.suppress(psycopg.Error):
                         conn.execute(sql.SESSION_UNLOCK, {"key": _lock_key(session_id)})
+
+    @contextmanager
+    def _locked_connection(self, session_id: str, wait: float) -> Iterator[psycopg.Connection[Any]]:
+        """A pool connection holding the session's advisory lock; taken on a second connection
+        if the first turns out dead (a terminated backend, a restarted server)."""
+        for attempt in (1, 2):
+            with self._connection() as conn:
+                try:
+                    conn.execute("SELECT set_config('lock_timeout', %s, false)", (f"{max(1, int(wait * 1000))}ms",))
+                    try:
+                        conn.execute(sql.SESSION_LOCK, {"key": _lock_key(session_id)})
+                    except psycopg.errors.LockNotAvailable as exc:
+                        raise SessionBusy(
+                            f"session {session_id!r} is busy in another turn (waited {wait:g} s); retry"
+                        ) from exc
+                    finally:
+                        if not conn.closed:
+                            conn.execute("SELECT set_config('lock_timeout', '0', false)")
+                except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+                    if attempt == 2 or not _connection_died(exc):
+                        raise
+                    log.info("retrying the session lock on a new connection after: %s", _first_line(exc))
+                else:
+                    yield conn
+                    return
+            self._drop_dead_connections()
 
     # ------------------------------------------------------------------ outage spool
 
@@ -460,7 +487,7 @@ class PostgresSessionStore:
             if row is None:
                 log.info("spooled delete of session %r found nothing to delete", sid)
             return 0
-        texts: list[str] = rec["texts"]
+        texts: builtins.list[str] = rec["texts"]
         locked = conn.execute(sql.LOCK_ROW, {"sid": sid}).fetchone()
         if locked is None:
             version = self._replay_create(conn, rec)
@@ -484,7 +511,7 @@ class PostgresSessionStore:
         return int(row[0])
 
     def _replay_update(self, conn: psycopg.Connection[Any], rec: dict[str, Any], produced: dict[str, int],
-                       version: int, stored: int, texts: list[str]) -> int:
+                       version: int, stored: int, texts: builtins.list[str]) -> int:
         sid = rec["session_id"]
         expected = rec["base_version"]
         if rec["prev"] is not None:

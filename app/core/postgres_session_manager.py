@@ -472,8 +472,10 @@ class SessionManager:
         if stored is None:
             return None, None, None
         messages = stored.data.get("messages") if isinstance(stored.data.get("messages"), list) else []
-        size = sum(len(codec.dumps(codec.encode(m, "m").value).encode("utf-8")) for m in messages or [])
-        return entry_from_loaded(stored.version, stored.data, set(), size), last["write_id"], None
+        texts = [codec.dumps(codec.encode(m, "message").value) for m in messages or []]
+        size = sum(len(t.encode("utf-8")) for t in texts)
+        entry = entry_from_loaded(stored.version, stored.data, set(), size, "[" + ",".join(texts) + "]")
+        return entry, last["write_id"], None
 
     def _spool_delete(self, session_id: str, soft: bool) -> bool:
         assert self.spool is not None and self.pg is not None

@@ -30,6 +30,7 @@ def test_ready_says_which_store(client: httpx.Client) -> None:
 def test_metrics_in_prometheus_format(client: httpx.Client) -> None:
     sid = client.post("/api/sessions", json={}).json()["session_id"]
     assert client.post(f"/api/sessions/{sid}/messages", json={"content": "hello"}).status_code == 200
+    assert client.get("/health").status_code == 200
     response = client.get("/metrics")
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain; version=")
@@ -45,7 +46,7 @@ def test_metrics_in_prometheus_format(client: httpx.Client) -> None:
     active = client.get("/api/sessions/postgres/statistics").json()["active_sessions"]
     assert found["isotope_sessions_active"] == [({}, float(active))]
     routes = {labels["route"] for labels, _ in found["isotope_http_requests"]}
-    assert {"/api/sessions", "/api/sessions/{session_id}/messages", "/metrics"} <= routes
+    assert {"/api/sessions", "/api/sessions/{session_id}/messages", "/health"} <= routes
 
 
 def test_openapi_documents_every_route(server: ApiServer) -> None:

@@ -44,10 +44,13 @@ When `api.token` (or `ISOTOPE_API_TOKEN`) is set, every `/api` route needs `Auth
 
 def create_app(settings: Settings | None = None, *, manager: SessionManager | None = None,
                engine: IsotopeEngine | None = None) -> FastAPI:
-    """The API application. ``manager``/``engine`` let a caller share its own (it keeps owning the
-    manager's lifetime only if it passes one; otherwise the app opens and closes it)."""
+    """The API application. A caller may pass its own ``manager`` and/or ``engine`` (then it opens
+    and closes that manager itself); otherwise the app builds them and its lifespan opens and closes
+    the manager."""
     settings = settings if settings is not None else load_settings()
     redact.register_settings(settings)
+    if manager is None and engine is not None:
+        manager = engine.manager
     owns_manager = manager is None
     manager = manager or SessionManager(settings, use_postgres=settings.postgres_sessions)
     engine = engine or IsotopeEngine(config=settings, manager=manager, restore=False)

@@ -73,7 +73,7 @@ class ApiState:
         self.restored = {
             "restored_count": result.get("restored_count", 0),
             "failed_count": result.get("failed_count", 0),
-            "session_ids": _restored_ids(self.engine, int(result.get("restored_count", 0))),
+            "session_ids": list(result.get("session_ids", [])),
             "failed_session_ids": list(result.get("failed_session_ids", [])),
             "errors": errors,
             "restored_at": datetime.now(UTC).isoformat(),
@@ -82,15 +82,6 @@ class ApiState:
             "trigger": trigger,
         }
         return self.restored
-
-
-def _restored_ids(engine: IsotopeEngine, count: int) -> list[str]:
-    # The engine reports counts only; the sessions it just restored are the newest ``count``
-    # entries of its cache, newest session first. (Asked of the engine: return the ids itself.)
-    items = getattr(getattr(engine, "_cache", None), "_items", None)
-    if items is None or count <= 0:
-        return []
-    return list(items)[-count:]
 
 
 def api_state(request: Request) -> ApiState:

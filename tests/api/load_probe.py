@@ -29,6 +29,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.api.server import ApiServer, sse_events
 
@@ -108,6 +109,10 @@ def probe(url: str, clients: int, requests: int, turns: int, history: int, token
     values, wall = run_clients(clients, streamed_turn, url, headers)
     report("streamed turn (request -> done)", values, wall)
     report("streamed turn (request -> 1st event)", first_events, wall)
+    metrics = httpx.get(url + "/metrics").text
+    errors = sum(s.value for f in text_string_to_metric_families(metrics) if f.name == "isotope_store_errors"
+                 for s in f.samples if s.name.endswith("_total"))
+    print(f"store errors during the run: {errors:g} (any would mean a pool wait was taken for an outage)")
 
 
 @contextmanager

@@ -27,7 +27,7 @@ from bench.report import render
 from bench.runner import Environment, log, run_repetitions
 from bench.server import Cluster, embedded_server
 from bench.summary import build_summary
-from bench.systems import REGISTRY
+from bench.systems import REGISTRY, system_modules
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
 
@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         facts = cluster.facts()
         env_waldump = find_waldump(facts["version"], bin_dir)
         try:
-            with _workers(plan) as (executor, manager):
+            with _workers(plan, names) as (executor, manager):
                 env = Environment(cluster, plan, executor, manager, env_waldump)
                 reps = run_repetitions(env, names)
         finally:
@@ -86,9 +86,12 @@ def _server(url: str | None) -> Iterator[tuple[str, str | None, str | None, str]
 
 
 @contextlib.contextmanager
-def _workers(plan: Plan) -> Iterator[tuple[ProcessPoolExecutor, Any]]:
-    # spawn, not fork: the parent holds libpq connections and threads that must not be cloned.
-    context = multiprocessing.get_context("spawn")
+def _workers(plan: Plan, names: list[str]) -> Iterator[tuple[ProcessPoolExecutor, Any]]:
+    # forkserver, not fork: the parent holds libpq connections and threads that must not be
+    # cloned. Not plain spawn either: 8 workers each importing LangGraph, the Agents SDK and
+    # the rest cost tens of CPU-seconds; the fork server imports them once and forks workers.
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["bench.seeding", "bench.throughput", *system_modules(names)])
     with (
         context.Manager() as manager,
         ProcessPoolExecutor(max_workers=max(plan.throughput_clients), mp_context=context) as executor,

@@ -11,11 +11,13 @@ from __future__ import annotations
 import gc
 import random
 import uuid
+from concurrent.futures import Executor
 from typing import Any
 
 from bench import corpus
 from bench.plan import Plan
 from bench.probes import Probe
+from bench.seeding import seed
 from bench.stats import summary, timed_ms
 from bench.systems import System
 
@@ -69,14 +71,14 @@ def _timed_loads(system: System, turns: list[tuple[str, str, str]], count: int) 
     return latencies
 
 
-def measure_listing(system: System, probe: Probe, plan: Plan) -> dict[str, Any]:
+def measure_listing(system: System, probe: Probe, plan: Plan, conninfo: str, executor: Executor) -> dict[str, Any]:
     """Seed many small sessions, touch a known few last, then time "the 50 most recent"."""
     ids = new_ids(plan.listing_sessions)
     before = probe.position().relation_bytes  # the cells' and throughput's sessions are not counted
-    for sid in ids:
-        system.create(sid, corpus.messages(sid, 0, plan.listing_messages))
+    seed(system, conninfo, ids, plan.listing_messages, executor)
     touched = random.Random(7).sample(ids, plan.listing_touched)
     for sid in touched:
+        system.resume(sid, plan.listing_messages)
         play_turn(system, sid, plan.listing_messages)
     expected = touched[::-1][: plan.listing_limit]
     stored = probe.position().relation_bytes - before

@@ -96,7 +96,7 @@ def _run_phases(env: Environment, system: System, probe: Probe, conninfo: str) -
             result["cells"][str(history)] = cell
     throughput = partial(measure_throughput, system, conninfo, plan, env.executor, env.manager)
     result["throughput"] = _phase(result, "throughput", throughput)
-    result["listing"] = _phase(result, "listing", partial(measure_listing, system, probe, plan))
+    result["listing"] = _phase(result, "listing", partial(measure_listing, system, probe, plan, conninfo, env.executor))
     result["checkpoint_allowed"] = probe.checkpoint_allowed
     return result
 

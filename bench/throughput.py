@@ -18,6 +18,7 @@ from typing import Any
 from bench import corpus
 from bench.phases import new_ids
 from bench.plan import Plan
+from bench.seeding import seed
 from bench.systems import System, system_class
 
 BARRIER_TIMEOUT_S = 300.0
@@ -33,8 +34,7 @@ def measure_throughput(
     levels: dict[str, Any] = {}
     for clients in plan.throughput_clients:
         groups = [new_ids(plan.throughput_sessions_per_client) for _ in range(clients)]
-        for sid in (sid for group in groups for sid in group):
-            system.create(sid, corpus.messages(sid, 0, plan.throughput_history))
+        seed(system, conninfo, [sid for group in groups for sid in group], plan.throughput_history, executor)
         barrier = manager.Barrier(clients, timeout=BARRIER_TIMEOUT_S)
         futures = [
             executor.submit(

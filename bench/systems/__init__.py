@@ -31,4 +31,9 @@ def system_class(name: str) -> type[System]:
     return cls
 
 
-__all__ = ["FLOOR", "REGISTRY", "LoadMismatch", "System", "Unavailable", "system_class"]
+def system_modules(names: list[str]) -> list[str]:
+    """The adapter modules of ``names`` (for preloading into worker processes)."""
+    return [REGISTRY[name].partition(":")[0] for name in names]
+
+
+__all__ = ["FLOOR", "REGISTRY", "LoadMismatch", "System", "Unavailable", "system_class", "system_modules"]

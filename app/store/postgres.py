@@ -30,7 +30,7 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
 
 from app.config import StoreConfig, redact_conninfo
-from app.errors import InvalidInput, IsotopeError, SessionBusy, StoreNotOpen, StoreUnavailable
+from app.errors import InvalidInput, IsotopeError, SessionBusy, StaleSession, StoreNotOpen, StoreUnavailable
 from app.store import codec, sql
 from app.store.base import SaveResult, SessionInfo, StoredSession
 from app.store.embedded import EmbeddedPostgres
@@ -191,13 +191,16 @@ class PostgresSessionStore:
             yield conn
 
     def _run(self, what: str, fn: Callable[[psycopg.Connection[Any], int], T], sid: str | None = None) -> T:
-        """Run ``fn`` on a connection; once more on a fresh one if the first died under us."""
-        for attempt in (1, 2):
+        """Run ``fn`` on a connection; again on a fresh one (twice at most) if it died under us.
+
+        Two retries, not one: pg_terminate_backend and a server restart kill every connection,
+        and a backend signalled a moment ago still passes the pool's check before it exits."""
+        for attempt in (1, 2, 3):
             try:
                 with self._translated(what), self._connection(sid if attempt == 1 else None) as conn:
                     return fn(conn, attempt)
             except StoreUnavailable as exc:
-                if attempt == 2 or not _connection_died(exc.__cause__):
+                if attempt == 3 or not _connection_died(exc.__cause__):
                     raise
                 log.info("retrying %s on a new connection after: %s", what, _first_line(exc.__cause__))
                 self._drop_dead_connections()
@@ -223,8 +226,12 @@ class PostgresSessionStore:
         # Until the outcome is known the cache must not vouch for the stored state.
         self._cache.drop(session_id)
 
+        locked = self._holds(session_id)
+
         def write(conn: psycopg.Connection[Any], attempt: int) -> tuple[tuple[Any, ...], Plan]:
             current = plan if attempt == 1 else replan()
+            if attempt > 1 and locked:
+                return self._write_after_lost_lock(conn, current, replan)
             if current.expected_version is not None and not current.rewrite:
                 row = self._append(conn, current)
                 if row is not _CHANGED and row is not None:
@@ -250,6 +257,29 @@ class PostgresSessionStore:
         statement, params = _append(plan)
         return conn.execute(statement, params).fetchone()  # type: ignore[arg-type]
 
+    def _holds(self, session_id: str) -> bool:
+        held: dict[str, Any] | None = getattr(self._held, "conns", None)
+        return held is not None and session_id in held
+
+    def _write_after_lost_lock(self, conn: psycopg.Connection[Any], plan: Plan,
+                               replan: Callable[[], Plan]) -> tuple[tuple[Any, ...], Plan]:
+        """Save a turn whose lock connection died (the advisory lock died with it): another
+        instance may have taken the session and run a turn meanwhile. Write only while no turn
+        holds the session, and only by appending: cutting the stored history here would delete
+        that other turn (it holds the lock now, or has already saved). Otherwise StaleSession:
+        this turn is not acknowledged and nothing stored changes."""
+        sid = plan.session_id
+        stale = StaleSession(f"session {sid!r}: this turn lost its lock with its connection and another turn "
+                             "has taken the session; the turn was not saved, send the message again")
+        try:
+            with conn.transaction():
+                row = conn.execute(sql.TRY_SESSION_XACT_LOCK, {"key": _lock_key(sid)}).fetchone()
+                if row is None or not row[0]:
+                    raise stale
+                return self._locked_write_once(conn, plan, replan, keep_stored=stale)
+        except _Raced:
+            raise stale from None
+
     def _locked_write(self, conn: psycopg.Connection[Any], plan: Plan,
                       replan: Callable[[], Plan]) -> tuple[tuple[Any, ...], Plan]:
         while True:
@@ -259,8 +289,8 @@ class PostgresSessionStore:
             except _Raced:
                 continue
 
-    def _locked_write_once(self, conn: psycopg.Connection[Any], plan: Plan,
-                           replan: Callable[[], Plan]) -> tuple[tuple[Any, ...], Plan]:
+    def _locked_write_once(self, conn: psycopg.Connection[Any], plan: Plan, replan: Callable[[], Plan],
+                           keep_stored: Exception | None = None) -> tuple[tuple[Any, ...], Plan]:
         sid = plan.session_id
         locked = conn.execute(sql.LOCK_ROW, {"sid": sid}).fetchone()
         known = locked is not None and plan.expected_version == locked[0]
@@ -280,6 +310,8 @@ class PostgresSessionStore:
             texts_all = plan.all_texts or []
             found = conn.execute(sql.FIRST_DIFFERENCE, {"sid": sid, "msgs": texts_all}).fetchone()
             base = len(texts_all) if found is None or found[0] is None else int(found[0])
+            if keep_stored is not None and base < locked[1]:
+                raise keep_stored
             texts = texts_all[base:]
             plan.rewrite = True
         conn.execute(sql.CUT_MESSAGES, {"sid": sid, "base": base})
@@ -425,9 +457,9 @@ class PostgresSessionStore:
 
     @contextmanager
     def _locked_connection(self, session_id: str, wait: float) -> Iterator[psycopg.Connection[Any]]:
-        """A pool connection holding the session's advisory lock; taken on a second connection
-        if the first turns out dead (a terminated backend, a restarted server)."""
-        for attempt in (1, 2):
+        """A pool connection holding the session's advisory lock; taken again on a new connection
+        if it turns out dead (a terminated backend, a restarted server), as in :meth:`_run`."""
+        for attempt in (1, 2, 3):
             with self._connection() as conn:
                 try:
                     conn.execute("SELECT set_config('lock_timeout', %s, false)", (f"{max(1, int(wait * 1000))}ms",))
@@ -441,7 +473,7 @@ class PostgresSessionStore:
                         if not conn.closed:
                             conn.execute("SELECT set_config('lock_timeout', '0', false)")
                 except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
-                    if attempt == 2 or not _connection_died(exc):
+                    if attempt == 3 or not _connection_died(exc):
                         raise
                     log.info("retrying the session lock on a new connection after: %s", _first_line(exc))
                 else:

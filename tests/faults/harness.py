@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
@@ -119,10 +120,8 @@ class Worker:
             self._reader.join(timeout=10)
             for pipe in (self.proc.stdin, self.proc.stdout):
                 if pipe is not None:
-                    try:
+                    with contextlib.suppress(BrokenPipeError):
                         pipe.close()
-                    except BrokenPipeError:
-                        pass
             self._stderr.close()
         return code
 

@@ -92,6 +92,7 @@ def test_an_outage_that_begins_between_turns(cluster: Cluster, fault_db: str, da
     print(f"\nidle outage: {len(worker.acked)} acknowledged, {len(worker.unacked)} failed, replay {replay_s:.2f} s, "
           f"slowest {max(a['seconds'] for a in worker.acked):.2f} s")
     assert not worker.unacked, worker.unacked
-    assert [a["text"] for a in worker.acked] == [f"before {n}" for n in (1, 2, 3)] + [f"during {n}" for n in range(1, 6)]
+    expected = [f"before {n}" for n in (1, 2, 3)] + [f"during {n}" for n in range(1, 6)]
+    assert [a["text"] for a in worker.acked] == expected
     assert not result.lost and not result.duplicated and not result.out_of_order
     assert [a["version"] for a in worker.acked] == list(range(2, 10))  # no version repeats or restarts

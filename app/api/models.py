@@ -165,3 +165,5 @@ class ReadyOut(_Open):
     store: str = Field(description="postgres, fallback (PostgreSQL unreachable, writes spooled) or files")
     fallback_active: bool
     spool_depth: int
+    reason: str | None = Field(None, description="Why not ready, or why the fallback is active")
+    error: ErrorDetail | None = Field(None, description="With 503: the standard error member")

@@ -34,13 +34,17 @@ async def health() -> dict[str, str]:
 def ready(state: State) -> JSONResponse:
     """Ready when PostgreSQL answers (``store: postgres``), or when it does not but the outage
     fallback takes the writes (``store: fallback``), or with the file store (``store: files``).
-    503 while starting, shutting down, or when no store could take a write."""
+    503 while starting, shutting down, or when no store could take a write; its body carries the
+    standard ``error`` member besides the status."""
     body = _store_status(state)
     if state.lifecycle.closing:
         body.update(ready=False, reason="shutting down")
     elif not state.lifecycle.ready:
         body.update(ready=False, reason="starting")
-    return JSONResponse(body, status_code=200 if body["ready"] else 503)
+    if body["ready"]:
+        return JSONResponse(body)
+    body["error"] = {"code": "not_ready", "message": f"not ready: {body['reason']}"}
+    return JSONResponse(body, status_code=503, headers={"Retry-After": "1"})
 
 
 def _store_status(state: State) -> dict[str, object]:

@@ -62,14 +62,15 @@ class TurnRunner:
     async def start(self, session_id: str, content: str) -> Turn:
         """Check the session and start its turn; SessionNotFound/InvalidInput before anything runs."""
         if self.lifecycle.closing:
-            raise ServiceUnavailable("the server is shutting down; retry on another instance or in a moment",
-                                     code="shutting_down")
+            raise _shutting_down()
         try:
             await asyncio.wait_for(self._slots.acquire(), timeout=self.wait_s)
         except TimeoutError:
             raise ServiceUnavailable(f"{self.max_turns} turns are already running on this server and none "
                                      f"finished within {self.wait_s:g} s; retry shortly", code="busy") from None
         try:
+            if self.lifecycle.closing:  # the stop signal came while this request waited for a slot
+                raise _shutting_down()
             events = await anyio.to_thread.run_sync(self.engine.resume_workflow, content, session_id, True)
         except BaseException:
             self._slots.release()
@@ -195,6 +196,11 @@ class Turn:
     def _past_report_deadline(self) -> bool:
         deadline = self._lifecycle.report_deadline()
         return deadline is not None and time.monotonic() >= deadline
+
+
+def _shutting_down() -> ServiceUnavailable:
+    return ServiceUnavailable("the server is shutting down; retry on another instance or in a moment",
+                              code="shutting_down")
 
 
 def _failure_from_event(event: Event) -> IsotopeError:

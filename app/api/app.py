@@ -24,6 +24,7 @@ from fastapi import FastAPI
 
 from app.api import cleanup, errors, redact, routes_chat, routes_guide, routes_ops
 from app.api.middleware import BodyLimitMiddleware, GuardMiddleware, MetricsMiddleware
+from app.api.responses import JSONBody
 from app.api.state import ApiState, Lifecycle
 from app.api.turns import TurnRunner
 from app.config import Settings, load_settings
@@ -57,7 +58,7 @@ def create_app(settings: Settings | None = None, *, manager: SessionManager | No
     state = ApiState(settings=settings, manager=manager, engine=engine,
                      lifecycle=Lifecycle(settings.api.shutdown_grace_s))
 
-    app = FastAPI(title="Isotope", version=VERSION, description=DESCRIPTION,
+    app = FastAPI(title="Isotope", version=VERSION, description=DESCRIPTION, default_response_class=JSONBody,
                   lifespan=_lifespan(state, owns_manager))
     app.state.isotope = state
     errors.install(app)

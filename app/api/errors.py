@@ -35,9 +35,9 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from app.api.responses import JSONBody
 from app.errors import (
     EngineError,
     InvalidInput,
@@ -140,19 +140,19 @@ def describe(exc: BaseException) -> tuple[Mapping, dict[str, Any]]:
     return mapping, error_body(code or mapping.code, str(exc), field)
 
 
-def error_response(exc: BaseException) -> JSONResponse:
+def error_response(exc: BaseException) -> JSONBody:
     mapping, body = describe(exc)
     headers = {"Retry-After": str(mapping.retry_after)} if mapping.retry_after else {}
     if mapping.status == 401:
         headers["WWW-Authenticate"] = "Bearer"
-    return JSONResponse(body, status_code=mapping.status, headers=headers)
+    return JSONBody(body, status_code=mapping.status, headers=headers)
 
 
-async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
+async def _domain_error(request: Request, exc: Exception) -> JSONBody:
     return error_response(exc)
 
 
-async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+async def _validation_error(request: Request, exc: Exception) -> JSONBody:
     assert isinstance(exc, RequestValidationError)
     errors = exc.errors()
     first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
@@ -161,20 +161,20 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     message = f"{field or 'request'}: {first.get('msg', 'invalid')}"
     if len(errors) > 1:
         message += f" (and {len(errors) - 1} more problems)"
-    return JSONResponse(error_body("invalid_input", message, field or None), status_code=422)
+    return JSONBody(error_body("invalid_input", message, field or None), status_code=422)
 
 
 _HTTP_CODES = {400: "bad_request", 401: "unauthorized", 404: "not_found", 405: "method_not_allowed",
                406: "not_acceptable", 413: "request_too_large", 415: "unsupported_media_type"}
 
 
-async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+async def _http_error(request: Request, exc: Exception) -> JSONBody:
     assert isinstance(exc, StarletteHTTPException)
     code = _HTTP_CODES.get(exc.status_code, "http_error")
     message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
     if exc.status_code == 404 and message == "Not Found":
         message = f"no route for {request.method} {request.url.path}; see /docs for the API"
-    return JSONResponse(error_body(code, message), status_code=exc.status_code, headers=exc.headers)
+    return JSONBody(error_body(code, message), status_code=exc.status_code, headers=exc.headers)
 
 
 def install(app: FastAPI) -> None:

@@ -5,7 +5,6 @@ Pure ASGI (not ``BaseHTTPMiddleware``) so streamed responses pass through untouc
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -15,12 +14,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api import metrics
 from app.api.errors import INTERNAL_MESSAGE, RequestTooLarge, error_body, error_response
+from app.api.responses import dumps
 
 log = logging.getLogger("isotope.api")
 
 
 async def _send_json(send: Send, status: int, body: dict[str, Any], headers: list[tuple[bytes, bytes]]) -> None:
-    payload = json.dumps(body).encode()
+    payload = dumps(body)
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"),
                             (b"content-length", str(len(payload)).encode()), *headers]})

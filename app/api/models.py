@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import Path
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from app.store.base import MAX_EXPIRES_IN_HOURS, MAX_SESSION_ID_LENGTH
 
@@ -18,6 +18,24 @@ from app.store.base import MAX_EXPIRES_IN_HOURS, MAX_SESSION_ID_LENGTH
 SESSION_ID_PATTERN = r"^[^\x00]*$"
 SessionIdPath = Annotated[str, Path(min_length=1, max_length=MAX_SESSION_ID_LENGTH, pattern=SESSION_ID_PATTERN,
                                     description="Any id the manager accepts; '/' allowed (percent-encode it)")]
+
+
+# Deeper request values are refused (422): the store's encoder and the JSON rendering recurse.
+MAX_NESTING = 64
+
+
+def check_nesting(value: Any, limit: int = MAX_NESTING) -> Any:
+    """``value`` unchanged, or ValueError when lists/dicts nest deeper than ``limit`` levels."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else ()
+        for child in children:
+            if isinstance(child, dict | list):
+                if depth + 1 > limit:
+                    raise ValueError(f"values nest deeper than {limit} levels")
+                stack.append((child, depth + 1))
+    return value
 
 
 class _Open(BaseModel):
@@ -102,6 +120,8 @@ class CreateSessionIn(BaseModel):
     session_id: str | None = Field(None, min_length=1, max_length=MAX_SESSION_ID_LENGTH, pattern=SESSION_ID_PATTERN,
                                    description="Your own id; a random one by default (409 if it exists)")
     expires_in_hours: float | None = Field(None, ge=0, le=MAX_EXPIRES_IN_HOURS)
+
+    _shallow = field_validator("metadata")(check_nesting)
 
 
 class MessageIn(BaseModel):

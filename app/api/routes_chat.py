@@ -6,7 +6,7 @@ from typing import Annotated, Any
 from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import StreamingResponse
 
 from app.api import sse
 from app.api.errors import SessionExists
@@ -20,6 +20,7 @@ from app.api.models import (
     TurnOut,
     error_responses,
 )
+from app.api.responses import JSONBody
 from app.api.security import require_token
 from app.api.state import ApiState, api_state
 from app.api.turns import Turn
@@ -33,7 +34,7 @@ State = Annotated[ApiState, Depends(api_state)]
 
 @router.post("/api/sessions", status_code=201, response_model=None,
              responses={201: {"model": SessionInfoOut}, **error_responses(400, 409, 413, 422)})
-def create_session(body: CreateSessionIn, state: State) -> JSONResponse:
+def create_session(body: CreateSessionIn, state: State) -> JSONBody:
     """Create a session (stored before this returns); 201 with its id, metadata and version."""
     try:
         session_id = state.engine.create_session(metadata=body.metadata, session_id=body.session_id,
@@ -48,7 +49,7 @@ def create_session(body: CreateSessionIn, state: State) -> JSONResponse:
     info = state.manager.session_info(session_id, include_inactive=True)
     if info is None:  # expired at once (expires_in_hours=0) or deleted meanwhile
         raise SessionNotFound(session_id, "was created but is no longer active")
-    return JSONResponse(info_json(info), status_code=201,
+    return JSONBody(info_json(info), status_code=201,
                         headers={"Location": f"/api/sessions/postgres/sessions/{quote(session_id, safe='')}"})
 
 
@@ -66,7 +67,7 @@ async def send_message(session_id: SessionIdPath, body: MessageIn, request: Requ
     turn = await state.turns.start(session_id, body.content)
     if sse.wanted(request.headers.get("accept", "")):
         return StreamingResponse(sse.stream(turn), media_type=sse.MEDIA_TYPE, headers=sse.HEADERS)
-    return JSONResponse(await _collect(turn))
+    return JSONBody(await _collect(turn))
 
 
 async def _collect(turn: Turn) -> dict[str, Any]:
@@ -90,7 +91,7 @@ def list_messages(
     state: State,
     offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
     limit: Annotated[int | None, Query(ge=0, le=100_000)] = None,
-) -> JSONResponse:
+) -> JSONBody:
     """The session's messages, oldest first (``offset``/``limit`` to page)."""
     stored = state.manager.load(session_id)
     if stored is None:
@@ -99,7 +100,7 @@ def list_messages(
     if not isinstance(messages, list):
         messages = []
     window = messages[offset:] if limit is None else messages[offset:offset + limit]
-    return JSONResponse({
+    return JSONBody({
         "session_id": session_id, "version": stored.version, "message_count": len(messages), "offset": offset,
         "messages": [jsonable(m) for m in window],
     })
@@ -107,9 +108,9 @@ def list_messages(
 
 @router.delete("/api/sessions/{session_id:path}", response_model=None,
                responses={200: {"model": DeletedOut}, **error_responses(404, 422)})
-def delete_session(session_id: SessionIdPath, state: State, hard: bool = False) -> JSONResponse:
+def delete_session(session_id: SessionIdPath, state: State, hard: bool = False) -> JSONBody:
     """Soft delete (deactivate) by default; ``?hard=true`` removes the session and its messages."""
     found = state.manager.delete_session(session_id, soft_delete=not hard)
     if not found:
         raise SessionNotFound(session_id)
-    return JSONResponse({"session_id": session_id, "deleted": True, "hard": hard})
+    return JSONBody({"session_id": session_id, "deleted": True, "hard": hard})

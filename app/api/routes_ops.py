@@ -10,11 +10,11 @@ import os
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Response
-from fastapi.responses import JSONResponse
 
 from app.api import metrics
 from app.api.models import HealthOut, ReadyOut
 from app.api.redact import scrub
+from app.api.responses import JSONBody
 from app.api.state import ApiState, api_state
 from app.core import metrics as core_metrics
 from app.errors import IsotopeError
@@ -31,7 +31,7 @@ async def health() -> dict[str, str]:
 
 
 @router.get("/ready", response_model=None, responses={200: {"model": ReadyOut}, 503: {"model": ReadyOut}})
-def ready(state: State) -> JSONResponse:
+def ready(state: State) -> JSONBody:
     """Ready when PostgreSQL answers (``store: postgres``), or when it does not but the outage
     fallback takes the writes (``store: fallback``), or with the file store (``store: files``).
     503 while starting, shutting down, or when no store could take a write; its body carries the
@@ -42,9 +42,9 @@ def ready(state: State) -> JSONResponse:
     elif not state.lifecycle.ready:
         body.update(ready=False, reason="starting")
     if body["ready"]:
-        return JSONResponse(body)
+        return JSONBody(body)
     body["error"] = {"code": "not_ready", "message": f"not ready: {body['reason']}"}
-    return JSONResponse(body, status_code=503, headers={"Retry-After": "1"})
+    return JSONBody(body, status_code=503, headers={"Retry-After": "1"})
 
 
 def _store_status(state: State) -> dict[str, object]:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
 from app.api.redact import scrub
+from app.api.responses import dumps
 from app.api.turns import Turn
 from app.core.present import jsonable
 
@@ -26,7 +26,7 @@ def wanted(accept: str) -> bool:
 
 def frame(event: dict[str, Any]) -> bytes:
     """One SSE frame. JSON escapes newlines, so ``data`` is always a single line."""
-    data = json.dumps(jsonable(event), ensure_ascii=False, separators=(",", ":"))
+    data = dumps(jsonable(event)).decode()
     if event.get("type") == "error":
         data = scrub(data)
     return f"event: {event.get('type', 'message')}\ndata: {data}\n\n".encode()

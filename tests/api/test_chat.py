@@ -140,3 +140,19 @@ def test_delete_soft_then_hard(client: httpx.Client) -> None:
     listed = client.get("/api/sessions/postgres/sessions", params={"include_inactive": True, "limit": 10_000})
     assert session_id not in {s["session_id"] for s in listed.json()["sessions"]}
     assert_error(client.delete(f"/api/sessions/{session_id}", params={"hard": True}), 404, "session_not_found")
+
+
+def test_odd_values_round_trip_or_get_422(client: httpx.Client) -> None:
+    raw = {"content-type": "application/json"}
+    lone = client.post("/api/sessions", content=b'{"metadata": {"a": "x\\ud800y", "\\u0000": 1}}', headers=raw)
+    assert lone.status_code == 201, lone.text
+    stored = client.get(lone.headers["location"]).json()  # lone surrogates arrive as JSON escapes
+    assert stored["metadata"] == {"a": "x\ud800y", "\x00": 1}
+    deep: Any = 1
+    for _ in range(200):
+        deep = {"a": deep}
+    error = assert_error(client.post("/api/sessions", json={"metadata": deep}), 422, "invalid_input")
+    assert error["field"] == "body.metadata" and "64 levels" in error["message"]
+    bad_text = client.post(f"/api/sessions/{stored['session_id']}/messages", content=b'{"content": "\\udc00"}',
+                           headers=raw)
+    assert assert_error(bad_text, 422, "invalid_input")["field"] == "body.content"

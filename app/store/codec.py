@@ -484,12 +484,17 @@ def _hook(obj: dict[str, Any]) -> Any:
     return _decode_tag(obj)
 
 
+_tagged_decoder = json.JSONDecoder(object_hook=_hook)  # json.loads(object_hook=...) builds one per call
+_plain_decoder = json.JSONDecoder()
+
+
 def loads(text: str | bytes | bytearray | memoryview) -> Any:
     """Decode JSON text written by :func:`dumps` of an encoded value. Raises :class:`CodecError`."""
-    if isinstance(text, memoryview):
-        text = bytes(text)
+    if not isinstance(text, str):
+        text = bytes(text).decode("utf-8")
     try:
-        return json.loads(text, object_hook=_hook)
+        # Text without a tag is plain JSON: skip the per-dict hook.
+        return (_tagged_decoder if TAG in text else _plain_decoder).decode(text)
     except CodecError:
         raise
     except (ValueError, TypeError) as exc:

@@ -22,6 +22,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -383,9 +384,9 @@ class PostgresSessionStore:
 
     def list(self, limit: int, offset: int, include_inactive: bool) -> list[SessionInfo]:
         statement = sql.LIST_ALL if include_inactive else sql.LIST_ACTIVE
-        rows = self._run("list", lambda conn, _: conn.execute(
-            statement, {"limit": limit, "offset": offset}).fetchall())
-        return [_info(row) for row in rows]
+        row = self._run("list", lambda conn, _: conn.execute(
+            statement, {"limit": limit, "offset": offset}).fetchone())
+        return [_info_from_json(item) for item in codec.loads(row[0])] if row else []
 
     def count(self, include_inactive: bool) -> int:
         statement = sql.COUNT_ALL if include_inactive else sql.COUNT_ACTIVE
@@ -653,6 +654,20 @@ def _info(row: tuple[Any, ...]) -> SessionInfo:
         session_id=row[0], metadata=metadata if isinstance(metadata, dict) else {}, created_at=row[2],
         last_updated=row[3], expires_at=row[4], version=row[5], is_active=bool(row[6]),
         message_count=int(row[7]),
+    )
+
+
+_timestamp = datetime.fromisoformat
+
+
+def _info_from_json(item: list[Any]) -> SessionInfo:
+    """One element of a JSON listing: [id, metadata, created, updated, expires, version, active, count]."""
+    metadata = item[1]
+    return SessionInfo(
+        session_id=item[0], metadata=metadata if isinstance(metadata, dict) else {},
+        created_at=_timestamp(item[2]), last_updated=_timestamp(item[3]),
+        expires_at=_timestamp(item[4]) if item[4] is not None else None, version=item[5],
+        is_active=item[6], message_count=item[7],
     )
 
 

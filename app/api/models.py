@@ -114,7 +114,7 @@ class MessagesOut(BaseModel):
 
 
 class CreateSessionIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # no true-as-1, no "2" as a number
 
     metadata: dict[str, Any] = Field(default_factory=dict, description='e.g. {"name": "新会话", "user_id": "user123"}')
     session_id: str | None = Field(None, min_length=1, max_length=MAX_SESSION_ID_LENGTH, pattern=SESSION_ID_PATTERN,
@@ -125,7 +125,7 @@ class CreateSessionIn(BaseModel):
 
 
 class MessageIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # no true-as-1, no "2" as a number
 
     content: str = Field(min_length=1, pattern=r"\S", description="The user's message (not only whitespace)")
 

@@ -156,3 +156,10 @@ def test_odd_values_round_trip_or_get_422(client: httpx.Client) -> None:
     bad_text = client.post(f"/api/sessions/{stored['session_id']}/messages", content=b'{"content": "\\udc00"}',
                            headers=raw)
     assert assert_error(bad_text, 422, "invalid_input")["field"] == "body.content"
+
+
+def test_no_lax_coercion_of_bodies(client: httpx.Client) -> None:
+    for body, field in (({"expires_in_hours": False}, "body.expires_in_hours"),
+                        ({"expires_in_hours": "2"}, "body.expires_in_hours"), ({"session_id": 5}, "body.session_id")):
+        assert assert_error(client.post("/api/sessions", json=body), 422)["field"] == field
+    assert create(client, expires_in_hours=2)["expires_at"] is not None  # an integer is a number

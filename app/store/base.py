@@ -154,7 +154,10 @@ def check_expires_in_hours(hours: Any) -> float | None:
         return None
     if isinstance(hours, bool) or not isinstance(hours, int | float):
         raise InvalidInput("expires_in_hours", f"must be a number of hours, not {type(hours).__name__}")
-    value = float(hours)
+    try:
+        value = float(hours)
+    except OverflowError:  # an int too large for a float
+        raise InvalidInput("expires_in_hours", f"must be at most {MAX_EXPIRES_IN_HOURS:.0f}") from None
     if not math.isfinite(value):
         raise InvalidInput("expires_in_hours", "must be a finite number")
     if value < 0:

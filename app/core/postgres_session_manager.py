@@ -252,7 +252,14 @@ class SessionManager:
         hours = check_expires_in_hours(expires_in_hours)
         self._ready()
         started = time.perf_counter()
-        result = self._save(session_id, session_data, metadata, hours)
+        try:
+            result = self._save(session_id, session_data, metadata, hours)
+        except RecursionError:
+            # Encoding, snapshots and comparisons recurse per nesting level; a value nested
+            # hundreds of levels deep exhausts Python's stack before anything is written.
+            field = "metadata" if metadata is not None and _depth(metadata) > _depth(session_data) else "session_data"
+            raise InvalidInput(field, "nests lists or dicts too deeply to be stored (hundreds of levels); "
+                                      "flatten the structure") from None
         metrics.SAVE_SECONDS.labels(result.backend).observe(time.perf_counter() - started)
         if result.skipped:
             log.warning("session %r: skipped values that cannot be stored: %s", session_id,
@@ -628,6 +635,22 @@ class _KnownSessions:
             expires_at=now + timedelta(hours=hours) if hours is not None else before["expires_at"] if before else None,
             version=result.version, is_active=True, message_count=result.message_count,
         ))
+
+
+def _depth(value: Any) -> int:
+    """How deeply lists, tuples, sets and dicts nest in ``value`` (iterative: it may be very deep)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list | tuple | set | frozenset):
+            children = item
+        else:
+            continue
+        deepest = max(deepest, level)
+        stack.extend((child, level + 1) for child in children)
+    return deepest
 
 
 def _visible(info: SessionInfo | None, include_inactive: bool) -> SessionInfo | None:

@@ -164,11 +164,15 @@ class Limits:
         self.inline_bytes = inline_bytes
 
 
+def _utf8_len(text: str) -> int:
+    return len(text) if text.isascii() else len(text.encode("utf-8"))
+
+
 def _encode_text(value: Any, root: str, skipped: list[str], limit: int | None) -> tuple[str, int]:
     encoded = codec.encode(value, root)
     skipped.extend(encoded.skipped)
     text = codec.dumps(encoded.value)
-    size = len(text.encode("utf-8")) if not text.isascii() else len(text)
+    size = _utf8_len(text)
     if limit is not None and size > limit:
         raise LimitExceeded(root, f"is {size} bytes encoded; the limit is {limit} (store.max_message_bytes)")
     return text, size
@@ -225,7 +229,7 @@ def plan_save(
     )
 
     members = _plan_members(data, messages is not None, entry, skipped)
-    total = message_bytes + sum(len(m.text) for m in members.values())
+    total = message_bytes + sum(_utf8_len(m.text) for m in members.values())
     if total > limits.max_session_bytes:
         raise LimitExceeded(
             "session_data", f"is {total} bytes encoded; the limit is {limits.max_session_bytes} "

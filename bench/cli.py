@@ -29,6 +29,11 @@ from bench.server import Cluster, embedded_server
 from bench.summary import build_summary
 from bench.systems import REGISTRY, system_modules
 
+# Cell flags worth a note under the tables: they explain an outlier without hiding it.
+FLAGS = {
+    "checkpoint_in_window": "a checkpoint started inside the timed window (its WAL includes full-page images)",
+    "autovacuum_at_edges": "an autovacuum worker was running when the timed window opened or closed",
+}
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
 
 
@@ -131,12 +136,11 @@ def _notes(reps: list[dict[str, Any]]) -> list[str]:
         notes.append("full-page images: not visible on this server (no pg_walinspect, no local pg_waldump)")
     for rep in reps:
         for name, res in rep["systems"].items():
-            flagged = [h for h, cell in (res.get("cells") or {}).items() if cell.get("checkpoint_in_window")]
-            if flagged:
-                notes.append(
-                    f"repetition {rep['index']}: {name} H={', '.join(flagged)}: a checkpoint started inside "
-                    "the timed window (WAL includes full-page images)"
-                )
+            cells = res.get("cells") or {}
+            for key, what in FLAGS.items():
+                flagged = [h for h, cell in cells.items() if cell.get(key)]
+                if flagged:
+                    notes.append(f"repetition {rep['index']}: {name} H={', '.join(flagged)}: {what}")
     if any(res.get("checkpoint_allowed") is False for rep in reps for res in rep["systems"].values()):
         notes.append("CHECKPOINT was not allowed for this role: WAL figures include full-page images")
     return notes

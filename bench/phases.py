@@ -57,6 +57,7 @@ def measure_cell(system: System, probe: Probe, history: int, sessions: int) -> d
         "growth_bytes_per_turn": (end.relation_bytes - start.relation_bytes) / sessions,
         "xacts_per_turn": (end.next_xid - start.next_xid) / sessions,
         "checkpoint_in_window": None if start.redo_lsn is None else start.redo_lsn != end.redo_lsn,
+        "autovacuum_at_edges": start.autovacuum_workers + end.autovacuum_workers > 0,
         "load_ms": summary(_timed_loads(system, turns, history + 2)),
     }
 

@@ -25,7 +25,8 @@ import psycopg
 
 POSITION = """
 SELECT pg_current_wal_lsn()::text AS lsn,
-       pg_snapshot_xmax(pg_current_snapshot())::text::bigint AS next_xid
+       pg_snapshot_xmax(pg_current_snapshot())::text::bigint AS next_xid,
+       (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'autovacuum worker')::int
 """
 RELATION_BYTES = """
 SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0)::bigint
@@ -52,6 +53,7 @@ class Position:
     next_xid: int
     relation_bytes: int
     redo_lsn: str | None
+    autovacuum_workers: int  # running at this moment (a sample, not a count of runs)
 
 
 class Probe:
@@ -80,7 +82,7 @@ class Probe:
         row = self._conn.execute(POSITION).fetchone()
         size = self._conn.execute(RELATION_BYTES).fetchone()
         assert row is not None and size is not None
-        return Position(row[0], int(row[1]), int(size[0]), self._redo_lsn())
+        return Position(row[0], int(row[1]), int(size[0]), self._redo_lsn(), int(row[2]))
 
     def _redo_lsn(self) -> str | None:
         try:

@@ -107,11 +107,11 @@ def _header(meta: dict[str, Any], reps: list[dict[str, Any]]) -> list[str]:
 
 
 def _load_line(reps: list[dict[str, Any]]) -> str:
-    loads = [res["loadavg_at_start"][0] for rep in reps for res in rep["systems"].values() if res.get("available")]
+    loads = [load for rep in reps for res in rep["systems"].values() for load in (res.get("loadavg") or {}).values()]
     if not loads:
         return ""
     return (
-        f"1-minute load average when each system started: {min(loads):.1f} to {max(loads):.1f} "
+        f"1-minute load average when each phase started: {min(loads):.1f} to {max(loads):.1f} "
         f"(on a machine with {os.cpu_count()} CPUs; above that, other work competed with the run)."
     )
 

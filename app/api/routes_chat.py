@@ -72,9 +72,8 @@ async def send_message(session_id: SessionIdPath, body: MessageIn, request: Requ
 
 async def _collect(turn: Turn) -> dict[str, Any]:
     kept: list[dict[str, Any]] = []
-    async for event in turn.events():
-        if event is not None and event.get("type") != "token":
-            kept.append(event)
+    async for batch in turn.batches():
+        kept.extend(event for event in batch if event.get("type") != "token")
     if turn.failure is not None:
         raise turn.failure
     done = kept[-1]

@@ -39,8 +39,8 @@ async def stream(turn: Turn) -> AsyncIterator[bytes]:
     """
     finished = False
     try:
-        async for event in turn.events():
-            yield KEEPALIVE if event is None else frame(event)
+        async for batch in turn.batches():
+            yield b"".join(frame(event) for event in batch) if batch else KEEPALIVE
         finished = True
     finally:
         if not finished:

@@ -168,8 +168,9 @@ class Turn:
 
     # -- response side -------------------------------------------------------------------------
 
-    async def events(self) -> AsyncIterator[Event | None]:
-        """The turn's events; ``None`` now and then while nothing happens (for keep-alives)."""
+    async def batches(self) -> AsyncIterator[list[Event]]:
+        """The turn's events, in order, grouped as they are waiting (one write each when the client
+        lags behind, as under load); an empty batch now and then while nothing happens (keep-alive)."""
         while True:
             try:
                 item = await asyncio.wait_for(self._queue.get(), timeout=self._patience())
@@ -179,13 +180,20 @@ class Turn:
                         f"the server is shutting down and this turn did not finish in time; reload session "
                         f"{self.session_id!r} to see whether it was saved before sending the message again",
                         code="shutting_down")
-                    yield _error_event(self.session_id, self.failure)
+                    yield [_error_event(self.session_id, self.failure)]
                     return
-                yield None
+                yield []
                 continue
+            batch: list[Event] = []
+            while item is not _END:
+                batch.append(item)
+                if self._queue.empty():
+                    break
+                item = self._queue.get_nowait()
+            if batch:
+                yield batch
             if item is _END:
                 return
-            yield item
 
     def _patience(self) -> float:
         deadline = self._lifecycle.report_deadline()

@@ -19,11 +19,10 @@ from app.api.responses import dumps
 log = logging.getLogger("isotope.api")
 
 
-async def _send_json(send: Send, status: int, body: dict[str, Any], headers: list[tuple[bytes, bytes]]) -> None:
+async def _send_json(send: Send, status: int, body: dict[str, Any]) -> None:
     payload = dumps(body)
     await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"),
-                            (b"content-length", str(len(payload)).encode()), *headers]})
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]})
     await send({"type": "http.response.body", "body": payload})
 
 
@@ -60,7 +59,7 @@ class GuardMiddleware:
             log.error("%s %s failed: %s: %s", scope.get("method"), scope.get("path"), type(exc).__name__, exc,
                       exc_info=log.isEnabledFor(logging.DEBUG))
             if not started:
-                await _send_json(send, 500, error_body("internal_error", INTERNAL_MESSAGE), [])
+                await _send_json(send, 500, error_body("internal_error", INTERNAL_MESSAGE))
 
     async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
         async def clean_send(message: Message) -> None:

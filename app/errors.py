@@ -3,7 +3,8 @@
     IsotopeError
     ├── ConfigError            a configuration value is missing or malformed (names the key and the file)
     ├── InvalidInput           (also a ValueError) an argument was rejected; nothing was written
-    │   └── LimitExceeded      a session or message is over a configured size limit
+    │   ├── LimitExceeded      a session or message is over a configured size limit
+    │   └── SessionExists      create() of an id that is taken (by an active or a deleted session)
     ├── SessionNotFound        (also a KeyError) no active session has this id
     ├── StaleSession           the stored session moved on since it was read (optimistic check failed)
     ├── SessionBusy            another turn holds the session's lock for longer than the timeout
@@ -41,6 +42,15 @@ class InvalidInput(IsotopeError, ValueError):
 
 class LimitExceeded(InvalidInput):
     """A session or message is larger than a configured limit."""
+
+
+class SessionExists(InvalidInput):
+    """A session with this id exists already (possibly deleted); pick another id or resume it."""
+
+    def __init__(self, session_id: str) -> None:
+        self.session_id = session_id
+        super().__init__("session_id", f"session {session_id!r} already exists (or was deleted); "
+                                        "resume it or pick another id")
 
 
 class SessionNotFound(IsotopeError, KeyError):

@@ -156,14 +156,8 @@ class IsotopeEngine:
         session_id = session_id or uuid.uuid4().hex
         listing = dict(metadata or {})
         data = empty_session_state(listing)
-        # The lock makes "is the id free?" and the first save one step for every engine instance.
-        with self.manager.lock(session_id):
-            if self.manager.session_info(session_id, include_inactive=True) is not None:
-                raise InvalidInput(
-                    "session_id",
-                    f"session {session_id!r} already exists (or was deleted); resume it or pick another id",
-                )
-            result = self.manager.save(session_id, data, metadata=listing, expires_in_hours=expires_in_hours)
+        # The store's primary key decides whether the id is free (SessionExists, an InvalidInput).
+        result = self.manager.create(session_id, data, metadata=listing, expires_in_hours=expires_in_hours)
         self._cache.put(session_id, result.version, data)
         log.info("created session %s version=%d store=%s", session_id, result.version, result.backend)
         return session_id

@@ -31,7 +31,7 @@ from typing import Any
 
 from app.config import Settings, load_settings
 from app.core import metrics
-from app.errors import InvalidInput, IsotopeError, SessionBusy, StoreNotOpen, StoreUnavailable
+from app.errors import InvalidInput, IsotopeError, SessionBusy, SessionExists, StoreNotOpen, StoreUnavailable
 from app.store import codec
 from app.store.base import (
     SaveResult,
@@ -281,6 +281,28 @@ class SessionManager:
                 self._known.saved(session_id, result, metadata, hours)
                 return result
         return self._spool_save(session_id, data, metadata, hours, uncertain)
+
+    def create(self, session_id: str, session_data: dict[str, Any], metadata: dict[str, Any] | None = None,
+               expires_in_hours: float | None = None) -> SaveResult:
+        """Store a new session (version 1). SessionExists when the id is taken, even by a
+        deleted session: the store's uniqueness constraint decides, not a prior lookup. During
+        an outage the id can only be checked against this data dir; a clash found at replay is
+        merged like any concurrent write."""
+        check_session_id(session_id)
+        check_session_data(session_data)
+        check_metadata(metadata)
+        hours = check_expires_in_hours(expires_in_hours)
+        self._ready()
+        if self.pg is None:
+            return self.files.create(session_id, session_data, metadata, hours)
+        if not self.fallback_active and self._drain(session_id):
+            try:
+                return self.pg.create(session_id, session_data, metadata, hours)
+            except StoreUnavailable as exc:
+                self._trip(exc, "create")
+        if self.files.info(session_id, include_inactive=True) is not None or session_id in self._spool_cache:
+            raise SessionExists(session_id)
+        return self._spool_save(session_id, session_data, metadata, hours, uncertain=True)
 
     def load(self, session_id: str) -> StoredSession | None:
         """The stored session with its bookkeeping (version, timestamps), or None."""

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from app.config import StoreConfig
-from app.errors import SessionBusy, StoreUnavailable
+from app.errors import SessionBusy, SessionExists, StoreUnavailable
 from app.store import codec
 from app.store.base import SaveResult, SessionInfo, StoredSession
 from app.store.state import MESSAGES, Limits, plan_save
@@ -101,14 +101,21 @@ class FileSessionStore:
 
     # ------------------------------------------------------------------ writes
 
+    def create(self, session_id: str, data: dict[str, Any], metadata: dict[str, Any] | None,
+               expires_in_hours: float | None) -> SaveResult:
+        """Store a new session; SessionExists if the id is taken (checked under the file lock)."""
+        return self.save(session_id, data, metadata, expires_in_hours, must_be_new=True)
+
     def save(self, session_id: str, data: dict[str, Any], metadata: dict[str, Any] | None,
-             expires_in_hours: float | None, version: int | None = None) -> SaveResult:
+             expires_in_hours: float | None, version: int | None = None, must_be_new: bool = False) -> SaveResult:
         """Rewrite the session's file. ``version`` overrides the counter (outage copies follow
         the version PostgreSQL will give the write)."""
         plan = plan_save(session_id, data, metadata, expires_in_hours, None, self._limits)
         now = _now()
         with self._io("save"), self._flock(session_id, "lock"):
             old = self._read(session_id)
+            if must_be_new and old is not None:
+                raise SessionExists(session_id)
             doc = {
                 "format": FORMAT,
                 "session_id": session_id,

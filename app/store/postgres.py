@@ -31,7 +31,15 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
 
 from app.config import StoreConfig, redact_conninfo
-from app.errors import InvalidInput, IsotopeError, SessionBusy, StaleSession, StoreNotOpen, StoreUnavailable
+from app.errors import (
+    InvalidInput,
+    IsotopeError,
+    SessionBusy,
+    SessionExists,
+    StaleSession,
+    StoreNotOpen,
+    StoreUnavailable,
+)
 from app.store import codec, sql
 from app.store.base import SaveResult, SessionInfo, StoredSession
 from app.store.embedded import EmbeddedPostgres
@@ -249,6 +257,26 @@ class PostgresSessionStore:
             session_id=session_id, version=row[0], message_count=used.message_count, backend=self.name,
             skipped=used.skipped, appended=len(used.new_texts), rewritten=used.rewrite,
         )
+
+    def create(self, session_id: str, data: dict[str, Any], metadata: dict[str, Any] | None,
+               expires_in_hours: float | None) -> SaveResult:
+        """Store a new session; SessionExists if the id is taken (the primary key decides)."""
+        plan = plan_save(session_id, data, metadata, expires_in_hours, None, self._limits)
+
+        def write(conn: psycopg.Connection[Any], _: int) -> tuple[Any, ...]:
+            with conn.transaction():
+                row = conn.execute(sql.CREATE_ROW, _row_params(plan)).fetchone()  # type: ignore[arg-type]
+                if row is None:
+                    raise SessionExists(session_id)
+                _insert_messages(conn, session_id, 0, plan.all_texts or [])
+                _write_members(conn, session_id, plan.upsert_members)
+                return row
+
+        row = self._run("create", write, sid=session_id)
+        plan.entry.version = row[0]
+        self._cache.put(session_id, plan.entry)
+        return SaveResult(session_id=session_id, version=row[0], message_count=plan.message_count,
+                          backend=self.name, skipped=plan.skipped, appended=plan.message_count)
 
     def _append(self, conn: psycopg.Connection[Any], plan: Plan) -> Any:
         """The one-statement save: the new row's version, None when the version moved, or

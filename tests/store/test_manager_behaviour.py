@@ -203,3 +203,17 @@ def test_unserialisable_members_are_skipped_with_one_warning(any_manager: Sessio
     loaded = any_manager.load_session("guide")
     assert loaded["runtime"] == {"keep": 1}
     assert loaded["messages"] == [...] and loaded["metadata"] == {...}
+
+
+def test_create_refuses_a_taken_id(any_manager: SessionManager) -> None:
+    from app.errors import SessionExists
+
+    result = any_manager.create("new", state("first"), metadata={"name": "n"})
+    assert result.version == 1 and any_manager.load_session("new") == state("first")
+    with pytest.raises(SessionExists) as caught:
+        any_manager.create("new", state("second"))
+    assert caught.value.field == "session_id" and "new" in str(caught.value)
+    any_manager.delete_session("new")
+    with pytest.raises(SessionExists):  # a deleted id stays taken
+        any_manager.create("new", state("third"))
+    assert any_manager.session_info("new", include_inactive=True)["version"] == 1

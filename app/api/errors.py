@@ -44,6 +44,7 @@ from app.errors import (
     IsotopeError,
     LimitExceeded,
     SessionBusy,
+    SessionExists,
     SessionNotFound,
     StaleSession,
     StoreNotOpen,
@@ -68,12 +69,6 @@ class Unauthorized(ApiError):
     """The request lacks the configured bearer token."""
 
     code = "unauthorized"
-
-
-class SessionExists(ApiError):
-    """A session with the requested id exists (or existed and was soft-deleted)."""
-
-    code = "session_exists"
 
 
 class RequestTooLarge(ApiError):

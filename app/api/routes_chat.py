@@ -9,7 +9,6 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
 
 from app.api import sse
-from app.api.errors import SessionExists
 from app.api.models import (
     CreateSessionIn,
     DeletedOut,
@@ -25,7 +24,7 @@ from app.api.security import require_token
 from app.api.state import ApiState, api_state
 from app.api.turns import Turn
 from app.core.present import info_json, jsonable
-from app.errors import InvalidInput, SessionNotFound
+from app.errors import SessionNotFound
 
 router = APIRouter(dependencies=[Depends(require_token)], tags=["chat"],
                    responses=error_responses(401, 503))
@@ -36,16 +35,8 @@ State = Annotated[ApiState, Depends(api_state)]
              responses={201: {"model": SessionInfoOut}, **error_responses(400, 409, 413, 422)})
 def create_session(body: CreateSessionIn, state: State) -> JSONBody:
     """Create a session (stored before this returns); 201 with its id, metadata and version."""
-    try:
-        session_id = state.engine.create_session(metadata=body.metadata, session_id=body.session_id,
-                                                 expires_in_hours=body.expires_in_hours)
-    except InvalidInput as exc:
-        # The engine reports a taken id as InvalidInput; the insert already failed, so asking
-        # now only chooses the status (409, not 422), it decides nothing.
-        if body.session_id is not None and exc.field == "session_id" and \
-                state.manager.session_info(body.session_id, include_inactive=True) is not None:
-            raise SessionExists(str(exc)) from exc
-        raise
+    session_id = state.engine.create_session(metadata=body.metadata, session_id=body.session_id,
+                                             expires_in_hours=body.expires_in_hours)  # taken id: 409
     info = state.manager.session_info(session_id, include_inactive=True)
     if info is None:  # expired at once (expires_in_hours=0) or deleted meanwhile
         raise SessionNotFound(session_id, "was created but is no longer active")

@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from app.api import create_app
-from app.api.errors import ServiceUnavailable, SessionExists, Unauthorized, mapping_for
+from app.api.errors import ServiceUnavailable, Unauthorized, mapping_for
 from app.config import Settings
 from app.errors import (
     ConfigError,
@@ -18,6 +18,7 @@ from app.errors import (
     IsotopeError,
     LimitExceeded,
     SessionBusy,
+    SessionExists,
     SessionNotFound,
     StaleSession,
     StoreNotOpen,
@@ -28,7 +29,7 @@ from app.errors import (
 @pytest.mark.parametrize("exc, status, code", [
     (Unauthorized("x"), 401, "unauthorized"), (SessionNotFound("s"), 404, "session_not_found"),
     (SessionBusy("x"), 409, "session_busy"), (StaleSession("x"), 409, "stale_session"),
-    (SessionExists("x"), 409, "session_exists"), (LimitExceeded("f", "x"), 422, "limit_exceeded"),
+    (SessionExists("s"), 409, "session_exists"), (LimitExceeded("f", "x"), 422, "limit_exceeded"),
     (InvalidInput("f", "x"), 422, "invalid_input"), (EngineError("x"), 502, "engine_error"),
     (StoreUnavailable("x"), 503, "store_unavailable"), (StoreNotOpen("x"), 503, "not_ready"),
     (ServiceUnavailable("x"), 503, "unavailable"), (ConfigError("x"), 500, "internal_error"),

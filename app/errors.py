@@ -9,6 +9,7 @@
     ├── StaleSession           the stored session moved on since it was read (optimistic check failed)
     ├── SessionBusy            another turn holds the session's lock for longer than the timeout
     ├── StoreUnavailable       no store could take the request (PostgreSQL down and no fallback)
+    │   └── StoreBusy          every pooled connection is in use (load, not an outage: no fallback)
     ├── StoreNotOpen           a store or manager was used before ``open()``
     ├── MigrationError         the schema could not be brought to the current version
     └── EngineError            a model or tool failed during a turn; the stored session is unchanged
@@ -74,6 +75,10 @@ class SessionBusy(IsotopeError):
 
 class StoreUnavailable(IsotopeError):
     """No store could take the request."""
+
+
+class StoreBusy(StoreUnavailable):
+    """Every connection of the pool is in use: the server is up but saturated. Retry shortly."""
 
 
 class StoreNotOpen(IsotopeError):

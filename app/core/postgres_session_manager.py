@@ -31,7 +31,15 @@ from typing import Any
 
 from app.config import Settings, load_settings
 from app.core import metrics
-from app.errors import InvalidInput, IsotopeError, SessionBusy, SessionExists, StoreNotOpen, StoreUnavailable
+from app.errors import (
+    InvalidInput,
+    IsotopeError,
+    SessionBusy,
+    SessionExists,
+    StoreBusy,
+    StoreNotOpen,
+    StoreUnavailable,
+)
 from app.store import codec
 from app.store.base import (
     SaveResult,
@@ -402,6 +410,10 @@ class SessionManager:
         return call(self.files)
 
     def _trip(self, exc: BaseException, what: str) -> None:
+        if isinstance(exc, StoreBusy):
+            # Saturation is not an outage: falling back would only move the load to the spool.
+            metrics.STORE_ERRORS.labels(f"{what}_busy").inc()
+            raise exc
         metrics.STORE_ERRORS.labels(what).inc()
         if self._down_since is None:
             self._down_since = time.time()

@@ -148,21 +148,23 @@ class FileSessionStore:
             return True
 
     def cleanup_expired(self, hard: bool, inactive_for_hours: float | None = None) -> int:
+        """Same rules as the PostgreSQL store: see ``sql._DOOMED`` for what hard cleanup removes."""
         done = 0
-        now = _now()
         for doc in self._scan():
-            expired = _expired(doc, now)
-            stale = (inactive_for_hours is not None and not doc["is_active"]
-                     and _ts(doc["last_updated"]) <= now - timedelta(hours=inactive_for_hours))  # type: ignore[operator]
-            if hard and (expired or stale):
-                done += self.delete(doc["session_id"], soft=False)
-            elif not hard and expired and doc["is_active"]:
-                with self._flock(doc["session_id"], "lock"):
-                    current = self._read(doc["session_id"])
-                    if current and current["is_active"] and _expired(current, _now()):
-                        current["is_active"] = False
-                        self._write(current)
-                        done += 1
+            sid = doc["session_id"]
+            with self._flock(sid, "lock"):
+                current = self._read(sid)
+                now = _now()
+                if current is None:
+                    continue
+                if hard and _doomed(current, now, inactive_for_hours):
+                    self._path(sid).unlink()
+                    _fsync_dir(self.root)
+                    done += 1
+                elif not hard and current["is_active"] and _expired(current, now):
+                    current["is_active"] = False
+                    self._write(current)
+                    done += 1
         return done
 
     # ------------------------------------------------------------------ reads
@@ -285,6 +287,16 @@ def _document(data: dict[str, Any], texts: list[str], members: dict[str, str],
 
 def _is_absent_marker(value: Any) -> bool:
     return isinstance(value, dict) and value.get(codec.TAG) == "messages"
+
+
+def _doomed(doc: dict[str, Any], now: datetime, hours: float | None) -> bool:
+    if hours is None:
+        return _expired(doc, now)
+    cutoff = now - timedelta(hours=hours)
+    expires = _ts(doc.get("expires_at"))
+    updated = _ts(doc["last_updated"])
+    return (expires is not None and expires <= cutoff) or (
+        not doc["is_active"] and updated is not None and updated <= cutoff)
 
 
 def _expired(doc: dict[str, Any], now: datetime) -> bool:

@@ -37,6 +37,7 @@ from app.errors import (
     SessionBusy,
     SessionExists,
     StaleSession,
+    StoreBusy,
     StoreNotOpen,
     StoreUnavailable,
 )
@@ -169,6 +170,11 @@ class PostgresSessionStore:
         try:
             yield
         except PoolTimeout as exc:
+            if self._pool_saturated():
+                raise StoreBusy(
+                    f"all {self.config.pool_max_size} PostgreSQL connections stayed busy for "
+                    f"{self.config.connect_timeout_s:g} s ({what}); retry, or raise store.pool_max_size"
+                ) from exc
             raise StoreUnavailable(
                 f"PostgreSQL did not provide a connection within {self.config.connect_timeout_s:g} s "
                 f"({what}); check that the server is running and reachable"
@@ -188,6 +194,15 @@ class PostgresSessionStore:
             raise InvalidInput("session_data", f"PostgreSQL rejected the data: {_first_line(exc)}") from exc
         except psycopg.Error as exc:
             raise IsotopeError(f"PostgreSQL failed during {what}: {_first_line(exc)}") from exc
+
+    def _pool_saturated(self) -> bool:
+        """A checkout timed out because every connection is lent out (load), not because none
+        can be made (an outage): the pool is at its maximum size with nothing idle."""
+        pool = self._pool
+        if pool is None:
+            return False
+        stats = pool.get_stats()
+        return stats.get("pool_size", 0) >= stats.get("pool_max", 0) and stats.get("pool_available", 0) == 0
 
     @contextmanager
     def _connection(self, sid: str | None = None) -> Iterator[psycopg.Connection[Any]]:
@@ -588,7 +603,13 @@ class PostgresSessionStore:
         if rec["full"]:
             diff = conn.execute(sql.FIRST_DIFFERENCE, {"sid": sid, "msgs": texts}).fetchone()
             k = len(texts) if diff is None or diff[0] is None else int(diff[0])
-            base, new = (stored, texts[stored:]) if k >= stored else (stored, texts[k:])
+            if expected == version:
+                # Nobody wrote since the state the writer saw: its list is the session's history
+                # (an edited or shortened history included), exactly as a save would have made it.
+                base, new = k, texts[k:]
+                conn.execute(sql.CUT_MESSAGES, {"sid": sid, "base": base})
+            else:
+                base, new = (stored, texts[stored:]) if k >= stored else (stored, texts[k:])
         elif expected == version and stored == rec.get("prev_count", stored):
             base, new = rec["base_count"], texts
             if rec["rewrite"]:

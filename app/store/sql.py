@@ -234,12 +234,17 @@ SELECT session_id FROM isotope_sessions
  LIMIT %(batch)s
 """
 
-EXPIRED_OR_STALE = """
-SELECT session_id FROM isotope_sessions
- WHERE (expires_at IS NOT NULL AND expires_at <= now())
-    OR (%(stale_hours)s::float8 IS NOT NULL AND NOT is_active
-        AND last_updated <= now() - %(stale_hours)s::float8 * interval '1 hour')
- LIMIT %(batch)s
+# Hard cleanup. Without an age: every expired session. With one (api.hard_delete_after_hours):
+# sessions expired that long ago, and sessions deactivated and untouched for that long.
+_DOOMED = """
+    (%(stale_hours)s::float8 IS NULL AND expires_at IS NOT NULL AND expires_at <= now())
+ OR (%(stale_hours)s::float8 IS NOT NULL
+     AND ((expires_at IS NOT NULL AND expires_at <= now() - %(stale_hours)s::float8 * interval '1 hour')
+          OR (NOT is_active AND last_updated <= now() - %(stale_hours)s::float8 * interval '1 hour')))
+"""
+
+EXPIRED_OR_STALE = f"""
+SELECT session_id FROM isotope_sessions WHERE {_DOOMED} LIMIT %(batch)s
 """
 
 DEACTIVATE_IF_EXPIRED = """
@@ -248,14 +253,9 @@ UPDATE isotope_sessions SET is_active = FALSE
 RETURNING 1
 """
 
-HARD_DELETE_IF_EXPIRED = """
+HARD_DELETE_IF_EXPIRED = f"""
 WITH doomed AS (
-    SELECT session_id FROM isotope_sessions
-     WHERE session_id = %(sid)s
-       AND ((expires_at IS NOT NULL AND expires_at <= now())
-            OR (%(stale_hours)s::float8 IS NOT NULL AND NOT is_active
-                AND last_updated <= now() - %(stale_hours)s::float8 * interval '1 hour'))
-       FOR UPDATE
+    SELECT session_id FROM isotope_sessions WHERE session_id = %(sid)s AND ({_DOOMED}) FOR UPDATE
 ), m AS (DELETE FROM isotope_messages WHERE session_id IN (SELECT session_id FROM doomed)),
    b AS (DELETE FROM isotope_session_members WHERE session_id IN (SELECT session_id FROM doomed)),
    a AS (DELETE FROM isotope_spool_applied WHERE session_id IN (SELECT session_id FROM doomed))

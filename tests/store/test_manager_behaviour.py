@@ -217,3 +217,13 @@ def test_create_refuses_a_taken_id(any_manager: SessionManager) -> None:
     with pytest.raises(SessionExists):  # a deleted id stays taken
         any_manager.create("new", state("third"))
     assert any_manager.session_info("new", include_inactive=True)["version"] == 1
+
+
+def test_hard_cleanup_with_an_age_keeps_recently_expired_sessions(any_manager: SessionManager) -> None:
+    any_manager.save_session("expired-now", state("a"), expires_in_hours=0)
+    any_manager.save_session("deleted-now", state("a"))
+    any_manager.delete_session("deleted-now")
+    any_manager.save_session("live", state("a"))
+    assert any_manager.cleanup_expired_sessions(hard_delete=True, inactive_for_hours=1) == 0
+    assert any_manager.cleanup_expired_sessions(hard_delete=True, inactive_for_hours=0) == 2
+    assert [i["session_id"] for i in any_manager.list_sessions(include_inactive=True)] == ["live"]

@@ -222,3 +222,27 @@ def test_replay_after_the_server_comes_back(manager: SessionManager, database_ur
         rows = conn.execute("SELECT count(*), max(version) FROM isotope_messages m JOIN isotope_sessions s "
                             "USING (session_id) WHERE session_id = 's'").fetchone()
     assert rows == (3, 2)
+
+
+def test_a_saturated_pool_is_busy_not_an_outage(database_url: str, data_dir: Path) -> None:
+    from app.errors import StoreBusy
+
+    settings = make_settings(database_url, data_dir, **{"store.pool_min_size": 1, "store.pool_max_size": 1,
+                                                        "store.connect_timeout_s": 0.5})
+    with SessionManager(settings, use_postgres=True) as manager:
+        manager.save_session("held", {"messages": []})
+        outcome: list[object] = []
+        with manager.lock("held"):  # the lock holds the pool's only connection
+            worker = threading.Thread(target=lambda: outcome.append(_try_save(manager)))
+            worker.start()
+            worker.join(timeout=30)
+        assert len(outcome) == 1 and isinstance(outcome[0], StoreBusy), outcome
+        assert manager.fallback_active is False and manager.status()["spool_depth"] == 0
+        assert manager.save_session("other", {"messages": []}) is True  # the connection is back
+
+
+def _try_save(manager: SessionManager) -> object:
+    try:
+        return manager.save("other", {"messages": []})
+    except Exception as exc:  # the test inspects which error it was
+        return exc

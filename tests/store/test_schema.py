@@ -25,7 +25,8 @@ def test_the_guides_table_exactly(database_url: str) -> None:
             "FROM information_schema.columns WHERE table_name = 'isotope_sessions' ORDER BY ordinal_position"
         ).fetchall()
         pk = conn.execute(
-            "SELECT a.attname FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)"
+            "SELECT a.attname FROM pg_index i"
+            " JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)"
             " WHERE i.indrelid = 'isotope_sessions'::regclass AND i.indisprimary").fetchall()
         indexes = {r[0] for r in conn.execute("SELECT indexname FROM pg_indexes WHERE tablename = 'isotope_sessions'")}
     assert [r[0] for r in rows] == list(GUIDE_COLUMNS)
@@ -54,7 +55,8 @@ def test_migrations_produce_the_current_schema_and_are_idempotent(empty_database
 def test_every_table_carries_session_id(database_url: str) -> None:
     with psycopg.connect(database_url) as conn:
         tables = [r[0] for r in conn.execute(
-            "SELECT tablename FROM pg_tables WHERE tablename LIKE 'isotope%' AND tablename <> 'isotope_schema_version'")]
+            "SELECT tablename FROM pg_tables"
+            " WHERE tablename LIKE 'isotope%' AND tablename <> 'isotope_schema_version'")]
         for table in tables:
             cols = [r[0] for r in conn.execute(
                 "SELECT column_name FROM information_schema.columns WHERE table_name = %s", (table,))]

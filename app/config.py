@@ -271,6 +271,17 @@ def _check_url(url: str, path: Path, source: str) -> None:
         raise ConfigError(f"{where}: database_url: not a valid libpq URL or conninfo string") from None
 
 
+def conninfo_password(conninfo: str | None) -> str | None:
+    """The password inside a libpq connection string, if any (for scrubbing it from text)."""
+    if not conninfo:
+        return None
+    try:
+        password = conninfo_to_dict(conninfo).get("password")
+    except Exception:
+        return None
+    return str(password) if password else None
+
+
 def redact_conninfo(conninfo: str) -> str:
     """The connection string with any password replaced by ``***``."""
     try:

@@ -9,9 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 
-from psycopg.conninfo import conninfo_to_dict
-
-from app.config import Settings
+from app.config import Settings, conninfo_password
 
 MASK = "***"
 _secrets: set[str] = set()
@@ -25,14 +23,9 @@ def register_settings(settings: Settings) -> None:
         found.append(settings.api.token.get_secret_value())
     if settings.postgresql.password is not None:
         found.append(settings.postgresql.password.get_secret_value())
-    conninfo = settings.conninfo()
-    if conninfo:
-        try:
-            password = conninfo_to_dict(conninfo).get("password")
-        except Exception:  # an unparsable URL was rejected by load_settings already
-            password = None
-        if password:
-            found.append(str(password))
+    password = conninfo_password(settings.conninfo())
+    if password:
+        found.append(password)
     with _lock:
         # Very short secrets would mask ordinary words; they are weak anyway.
         _secrets.update(s for s in found if len(s) >= 4)

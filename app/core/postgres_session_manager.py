@@ -459,6 +459,10 @@ class SessionManager:
             base_version = None
             if seed is None:
                 seed, prev, base_version = self._spool_seed(session_id)
+            if seed is None and (known := self._known.get(session_id)) is not None:
+                # A whole-history write, but based on the version PostgreSQL last showed: replay
+                # applies it exactly (edits included) if nobody else wrote since, else merges.
+                base_version = known["version"]
             plan = plan_save(session_id, data, metadata, hours, seed, self.pg._limits)
             full = plan.all_texts is not None
             now = datetime.now(UTC)

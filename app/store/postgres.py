@@ -14,7 +14,9 @@ Only this module (and the schema module) import psycopg. Driver errors become do
 from __future__ import annotations
 
 import builtins
+import builtins
 import contextlib
+import functools
 import hashlib
 import logging
 import math
@@ -384,8 +386,8 @@ class PostgresSessionStore:
             ids = self._run("cleanup", lambda conn, _: [r[0] for r in conn.execute(select, params)])
             for sid in ids:
                 self._cache.drop(sid)
-                row = self._run("cleanup", lambda conn, _, sid=sid: conn.execute(
-                    change, {"sid": sid, "stale_hours": inactive_for_hours}).fetchone())
+                params_one = {"sid": sid, "stale_hours": inactive_for_hours}
+                row = self._run("cleanup", functools.partial(_fetch_one, change, params_one))
                 done += row is not None
             if len(ids) < params["batch"]:
                 return done
@@ -425,7 +427,7 @@ class PostgresSessionStore:
         info = _info(row)
         return info if include_inactive or info["is_active"] else None
 
-    def list(self, limit: int, offset: int, include_inactive: bool) -> list[SessionInfo]:
+    def list(self, limit: int, offset: int, include_inactive: bool) -> builtins.list[SessionInfo]:
         statement = sql.LIST_ALL if include_inactive else sql.LIST_ACTIVE
         row = self._run("list", lambda conn, _: conn.execute(
             statement, {"limit": limit, "offset": offset}).fetchone())
@@ -436,7 +438,7 @@ class PostgresSessionStore:
         row = self._run("count", lambda conn, _: conn.execute(statement).fetchone())
         return int(row[0]) if row else 0
 
-    def active_ids(self) -> list[str]:
+    def active_ids(self) -> builtins.list[str]:
         return self._run("restore", lambda conn, _: [r[0] for r in conn.execute(sql.ACTIVE_IDS)])
 
     def statistics(self) -> dict[str, Any]:
@@ -651,6 +653,10 @@ class PostgresSessionStore:
 
     def describe(self) -> str:
         return redact_conninfo(self._conninfo) if self._conninfo else "embedded (not started)"
+
+
+def _fetch_one(statement: str, params: dict[str, Any], conn: psycopg.Connection[Any], _: int) -> Any:
+    return conn.execute(statement, params).fetchone()  # type: ignore[arg-type]
 
 
 _STATEMENTS: dict[tuple[int, bool], str] = {}

@@ -14,6 +14,7 @@ that user (what pgserver's ``ensure_pgdata_inited`` does for its own clusters).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -118,10 +119,8 @@ class Cluster:
 
     def destroy(self) -> None:
         if (self.pgdata / "postmaster.pid").exists():
-            try:
+            with contextlib.suppress(subprocess.CalledProcessError):  # already down
                 self.stop("immediate")
-            except subprocess.CalledProcessError:
-                pass  # already down
         shutil.rmtree(self.base, ignore_errors=True)
 
     # ------------------------------------------------------------------ databases

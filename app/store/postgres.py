@@ -14,7 +14,6 @@ Only this module (and the schema module) import psycopg. Driver errors become do
 from __future__ import annotations
 
 import builtins
-import builtins
 import contextlib
 import functools
 import hashlib

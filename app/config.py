@@ -290,4 +290,4 @@ def redact_conninfo(conninfo: str) -> str:
         return "<unparsable connection string>"
     if params.get("password"):
         params["password"] = "***"
-    return make_conninfo(**params)
+    return make_conninfo(**{key: str(value) for key, value in params.items() if value is not None})

@@ -42,6 +42,7 @@ import base64
 import dataclasses
 import datetime as dt
 import enum
+import functools
 import importlib
 import json
 import math
@@ -380,10 +381,15 @@ def _handler_for(kind: type) -> Callable[[_Encoder, Any, Any], Any] | None:
     for base, handler in _HANDLERS.items():  # subclasses of str/int/dict... land here rarely
         if issubclass(kind, base):
             return handler
-    for base, plain in ((str, str), (bool, bool), (int, int), (float, float), (list, list), (dict, dict)):
+    for base in (str, bool, int, float, list, dict):
         if issubclass(kind, base):
-            return lambda enc, v, p, plain=plain: enc.encode(plain(v), p)
+            return functools.partial(_as_plain, base)
     return None
+
+
+def _as_plain(plain: type, enc: _Encoder, value: Any, path: Any) -> Any:
+    """Subclasses of str, int, list, dict...: stored as their plain base type."""
+    return enc.encode(plain(value), path)
 
 
 def encode(value: Any, root: str) -> Encoded:

@@ -55,8 +55,11 @@ MIGRATIONS: tuple[Migration, ...] = (
         );
         CREATE INDEX IF NOT EXISTS idx_isotope_sessions_last_updated
             ON isotope_sessions (last_updated DESC);
+        -- BRIN: created_at grows with insertion order, and every save (a non-HOT update, since
+        -- last_updated is indexed) would put a new entry into a btree for a value that never
+        -- changes. Statistics scan the whole table anyway.
         CREATE INDEX IF NOT EXISTS idx_isotope_sessions_created_at
-            ON isotope_sessions (created_at);
+            ON isotope_sessions USING brin (created_at);
         -- Partial: only inactive rows. Every save updates its row; a full index on a boolean
         -- would take a new entry per save for nothing (active rows are found through
         -- last_updated), costing WAL on the hottest path.

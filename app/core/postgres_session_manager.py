@@ -27,6 +27,7 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from app.config import Settings, load_settings
@@ -53,7 +54,7 @@ from app.store.base import (
 )
 from app.store.files import FileSessionStore
 from app.store.postgres import PostgresSessionStore
-from app.store.spool import Spool
+from app.store.spool import Spool, UnreadableRecord
 from app.store.state import CacheEntry, entry_from_loaded, plan_save
 
 log = logging.getLogger("isotope.manager")
@@ -510,7 +511,10 @@ class SessionManager:
         if entry is not None:
             return entry, None, entry.version
         pending = self.spool.pending(session_id)
-        last = self.spool.read(pending[-1]) if pending else None
+        try:
+            last = self.spool.read(pending[-1]) if pending else None
+        except UnreadableRecord:
+            last = None  # replay quarantines it; chain nothing to it
         if last is None:
             return None, None, None
         stored = self.files.load(session_id)
@@ -567,7 +571,11 @@ class SessionManager:
             for path in self.spool.pending(session_id):
                 if session_id is None and self._waiting:
                     break  # a turn waits to replay its own session; the next pass resumes here
-                record = self.spool.read(path)
+                try:
+                    record = self.spool.read(path)
+                except UnreadableRecord as exc:
+                    self._quarantine(path, exc, {}, report)
+                    continue
                 if record is None or record.get("session_id") in busy:
                     continue
                 try:
@@ -579,10 +587,7 @@ class SessionManager:
                     busy.add(record["session_id"])  # its later writes wait too: order is kept
                     continue
                 except (IsotopeError, KeyError, TypeError, ValueError) as exc:
-                    self.spool.quarantine(path, f"{type(exc).__name__}: {exc}")
-                    log.error("spooled write %s for session %r cannot be replayed and was moved to %s: %s",
-                              record.get("write_id"), record.get("session_id"), self.spool.failed, exc)
-                    report["failed"] += 1
+                    self._quarantine(path, exc, record, report)
                     continue
                 self.spool.remove(path)
                 metrics.SPOOL_REPLAYED.inc()
@@ -603,6 +608,13 @@ class SessionManager:
             log.warning("outage spool: replayed %d writes in %.2f s (%d failed, %d left)", report["replayed"],
                         report["seconds"], report["failed"], report["remaining"])
         return report
+
+    def _quarantine(self, path: Path, exc: Exception, record: dict[str, Any], report: dict[str, Any]) -> None:
+        assert self.spool is not None
+        self.spool.quarantine(path, f"{type(exc).__name__}: {exc}")
+        log.error("spooled write %s for session %r cannot be replayed and was moved to %s: %s",
+                  record.get("write_id"), record.get("session_id"), self.spool.failed, exc)
+        report["failed"] += 1
 
     def _replay_loop(self) -> None:
         interval = self.settings.store.spool_replay_interval_s

@@ -18,6 +18,7 @@ import fcntl
 import itertools
 import json
 import os
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -30,19 +31,36 @@ from app.store.files import _fsync_dir, _key
 _counter = itertools.count()
 
 
+class UnreadableRecord(ValueError):
+    """A file in the spool directory that is not a readable record."""
+
+
 class Spool:
     """A directory of pending records."""
 
     def __init__(self, data_dir: Path) -> None:
         self.root = Path(data_dir) / "spool"
         self.failed = self.root / "failed"
+        self._last = 0
+        self._stamp_lock = threading.Lock()
 
     def open(self) -> None:
         self.failed.mkdir(parents=True, exist_ok=True)
+        newest = self.pending()
+        if newest:
+            self._last = int(newest[-1].name.split("-")[0])
+
+    def _stamp(self) -> int:
+        # Names sort in acknowledgement order, and replay trusts that order; the wall clock may
+        # step back (NTP), so a stamp is never below the last one this process (or, at open, a
+        # process before it on this data dir) used.
+        with self._stamp_lock:
+            self._last = max(time.time_ns(), self._last + 1)
+            return self._last
 
     def append(self, record: dict[str, Any]) -> Path:
         """Durably add a record; returns its path. Raises StoreUnavailable if the disk refuses."""
-        name = f"{time.time_ns():020d}-{_key(record['session_id'])}-{os.getpid()}-{next(_counter):06d}.json"
+        name = f"{self._stamp():020d}-{_key(record['session_id'])}-{os.getpid()}-{next(_counter):06d}.json"
         path = self.root / name
         tmp = self.root / f".{name}.tmp"
         try:
@@ -78,10 +96,19 @@ class Spool:
         return len(self.pending())
 
     def read(self, path: Path) -> dict[str, Any] | None:
+        """The record, or None if it is gone (replayed by another process meanwhile).
+
+        Raises :class:`UnreadableRecord` for a file that is not a record (damaged on disk).
+        """
         try:
-            return json.loads(path.read_text(encoding="utf-8"))  # type: ignore[no-any-return]
+            record = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
-            return None  # replayed by another process meanwhile
+            return None
+        except (ValueError, OSError) as exc:
+            raise UnreadableRecord(f"spooled record {path.name} cannot be read: {exc}") from exc
+        if not isinstance(record, dict) or "session_id" not in record or "write_id" not in record:
+            raise UnreadableRecord(f"spooled record {path.name} is not an outage-spool record")
+        return record
 
     def remove(self, path: Path) -> None:
         # No directory fsync: if a crash undoes the unlink, replay finds the write id in

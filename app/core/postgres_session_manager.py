@@ -92,6 +92,7 @@ class SessionManager:
         self._replaying = threading.Lock()  # one replay pass at a time in this process
         self._waiting = 0  # turns waiting for it: a background pass stops early for them
         self._waiting_lock = threading.Lock()
+        self._outage_locks = threading.local()  # sessions this thread holds by file lock
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._replayer: threading.Thread | None = None
@@ -280,7 +281,10 @@ class SessionManager:
         if self.pg is None:
             return self.files.save(session_id, data, metadata, hours)
         uncertain = False
-        if not self.fallback_active and self._drain(session_id):
+        # A turn that began during the outage holds only a file lock, which other instances do
+        # not see: if PostgreSQL came back meanwhile, its save still goes to the spool, whose
+        # replay takes the session's lock in PostgreSQL and merges with whatever they wrote.
+        if not self.fallback_active and not self._outage_locked(session_id) and self._drain(session_id):
             try:
                 result = self.pg.save(session_id, data, metadata, hours)
             except StoreUnavailable as exc:
@@ -382,7 +386,21 @@ class SessionManager:
                     cm.__exit__(None, None, None)
                 return
         with self.files.lock(session_id, timeout):
-            yield
+            if self.pg is None:
+                yield
+                return
+            held: set[str] = self._outage_locks.__dict__.setdefault("sids", set())
+            outer = session_id not in held
+            held.add(session_id)
+            try:
+                yield
+            finally:
+                if outer:
+                    held.discard(session_id)
+
+    def _outage_locked(self, session_id: str) -> bool:
+        """True inside a turn that took the file lock (PostgreSQL was down when it began)."""
+        return session_id in getattr(self._outage_locks, "sids", ())
 
     def status(self) -> dict[str, Any]:
         """Backend, fallback state and spool depth (for /ready, doctor and metrics)."""

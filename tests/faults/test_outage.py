@@ -7,9 +7,13 @@ import time
 from pathlib import Path
 
 import pytest
+from langchain_core.messages import AIMessage, HumanMessage
 
+from app.config import Settings
+from app.core.postgres_session_manager import SessionManager
 from tests.faults.cluster import Cluster
 from tests.faults.harness import Worker, audit, spool_depth, stored_pairs_ok, wait_until
+from tests.helpers import make_settings
 
 pytestmark = [pytest.mark.fault, pytest.mark.slow, pytest.mark.multiprocess]
 
@@ -96,3 +100,34 @@ def test_an_outage_that_begins_between_turns(cluster: Cluster, fault_db: str, da
     assert [a["text"] for a in worker.acked] == expected
     assert not result.lost and not result.duplicated and not result.out_of_order
     assert [a["version"] for a in worker.acked] == list(range(2, 10))  # no version repeats or restarts
+
+
+@pytest.mark.timeout(120)
+def test_a_turn_begun_in_the_outage_and_saved_after_it_keeps_the_other_instances_turn(
+        cluster: Cluster, fault_db: str, tmp_path: Path) -> None:
+    """The turn holds a file lock, which the other instance cannot see; PostgreSQL comes back and
+    the other instance takes a turn before this one saves. Both turns must stay."""
+    def settings(name: str) -> Settings:
+        return make_settings(fault_db, tmp_path / name, **{"store.spool_replay_interval_s": 600})
+
+    first = [HumanMessage("first"), AIMessage("reply first")]
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    with SessionManager(settings("a"), use_postgres=True) as manager:
+        manager.save("edge", {"messages": first})
+        cluster.stop("immediate")
+        with manager.lock("edge"):
+            assert manager.fallback_active  # the lock could not reach PostgreSQL: a file lock
+            cluster.start()
+            assert manager.pg.probe()
+            manager._replay_tick()  # what the background thread does once the server answers
+            assert not manager.fallback_active
+            with SessionManager(settings("b"), use_postgres=True) as other, other.lock("edge"):
+                mine = other.load("edge").data["messages"]
+                other.save("edge", {"messages": [*mine, HumanMessage("other"), AIMessage("reply other")]})
+            result = manager.save("edge", {"messages": [*first, HumanMessage("mine"), AIMessage("reply mine")]})
+        assert result.backend == "spool"
+        manager._replay_tick()
+        assert manager.status()["spool_depth"] == 0
+        stored = manager.load("edge")
+    assert [m.content for m in stored.data["messages"] if m.type == "human"] == ["first", "other", "mine"]

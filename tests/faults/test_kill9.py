@@ -50,7 +50,7 @@ def test_kill_9_at_random_moments_over_many_turns(cluster: Cluster, fault_db: st
     rng = random.Random(SEED)
     workers: list[Worker] = []
     try:
-        for n in range(10):
+        for n in range(8):
             worker = Worker(fault_db, data_dir, name=f"life{n}")
             workers.append(worker)
             if n == 0:

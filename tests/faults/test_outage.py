@@ -11,6 +11,7 @@ from langchain_core.messages import AIMessage, HumanMessage
 
 from app.config import Settings
 from app.core.postgres_session_manager import SessionManager
+from tests.api.server import ApiServer
 from tests.faults.cluster import Cluster
 from tests.faults.harness import Worker, audit, spool_depth, stored_pairs_ok, wait_until
 from tests.helpers import make_settings
@@ -28,6 +29,8 @@ def outage(cluster: Cluster, database_url: str, data_dir: Path, seconds: float) 
         down_at = time.time()
         cluster.stop("immediate")
         threading.Event().wait(seconds)  # the outage itself: the fault lasts this long
+        during_status = worker.status()  # what /ready, doctor and the metrics show
+        assert during_status["fallback_active"] and during_status["spool_depth"] > 0, during_status
         up_at = time.time()
         cluster.start()
         replay_s = wait_until(lambda: spool_depth(data_dir) == 0, 60, "the spool replays by itself")
@@ -48,6 +51,7 @@ def outage(cluster: Cluster, database_url: str, data_dir: Path, seconds: float) 
         "spooled": sum(1 for a in worker.acked if a["backend"] == "spool"),
         "lost": len(result.lost),
         "duplicated": len(result.duplicated),
+        "spool_depth_at_restart": during_status["spool_depth"],
         "replay_s": round(replay_s, 2),
         "slowest_outage_turn_s": round(max((a["seconds"] for a in during), default=0.0), 3),
         "failed_turns": len(worker.unacked),
@@ -131,3 +135,42 @@ def test_a_turn_begun_in_the_outage_and_saved_after_it_keeps_the_other_instances
         assert manager.status()["spool_depth"] == 0
         stored = manager.load("edge")
     assert [m.content for m in stored.data["messages"] if m.type == "human"] == ["first", "other", "mine"]
+
+
+@pytest.mark.timeout(180)
+def test_the_http_api_takes_turns_through_an_outage_and_reports_the_spool(cluster: Cluster, fault_db: str,
+                                                                         data_dir: Path) -> None:
+    server = ApiServer(fault_db, data_dir, config={"api": {"cleanup_interval_s": 3600}}, ISOTOPE_LOG_LEVEL="INFO")
+    try:
+        with server.client(timeout=60) as client:
+            session_id = client.post("/api/sessions", json={"metadata": {"name": "outage"}}).json()["session_id"]
+            path = f"/api/sessions/{session_id}/messages"
+            sent = []
+            for n in range(3):
+                sent.append(f"before {n}")
+                assert client.post(path, json={"content": sent[-1]}).status_code == 200
+            cluster.stop("immediate")
+            slowest = 0.0
+            for n in range(5):
+                sent.append(f"during {n}")
+                started = time.perf_counter()
+                response = client.post(path, json={"content": sent[-1]})
+                slowest = max(slowest, time.perf_counter() - started)
+                assert response.status_code == 200, response.text
+            ready = client.get("/ready").json()
+            assert ready["store"] == "fallback" and ready["fallback_active"] and ready["spool_depth"] >= 5
+            assert "isotope_spool_depth 5.0" in client.get("/metrics").text
+            assert "isotope_fallback_active 1.0" in client.get("/metrics").text
+            cluster.start()
+            replay_s = wait_until(lambda: client.get("/ready").json()["spool_depth"] == 0, 60,
+                                  "/ready shows the spool replayed")
+            assert client.get("/ready").json()["store"] == "postgres"
+            messages = client.get(path).json()["messages"]
+        assert [m["content"] for m in messages if m["type"] == "human"] == sent
+        print(f"\nHTTP through an outage: 5 turns acknowledged while down (slowest {slowest:.2f} s), "
+              f"spool replayed {replay_s:.2f} s after the restart")
+        assert slowest < 6.0
+    finally:
+        server.stop()
+    log = server.log()
+    assert "Traceback" not in log, log[-3000:]

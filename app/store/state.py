@@ -39,7 +39,6 @@ _IMMUTABLE: frozenset[type] = frozenset({
     str, int, float, bool, type(None), bytes, complex, Decimal, uuid.UUID, dt.datetime, dt.date,
     dt.time, dt.timedelta, type(Ellipsis),
 })
-_fields_of = attrgetter("__dict__")
 
 
 def snapshot(value: Any) -> Any:
@@ -98,18 +97,16 @@ class CacheEntry:
     so loading pays for parsing once and the first save after it pays for the second parse.
     """
 
-    __slots__ = ("version", "count", "_snaps", "sizes", "total_bytes", "members", "_all_models", "pending")
+    __slots__ = ("version", "count", "_snaps", "sizes", "total_bytes", "members", "pending")
 
     def __init__(self, version: int, snaps: list[Any] | None, sizes: list[int] | None, total_bytes: int,
-                 members: dict[str, MemberState], all_models: bool, count: int | None = None,
-                 pending: str | None = None) -> None:
+                 members: dict[str, MemberState], count: int | None = None, pending: str | None = None) -> None:
         self.version = version
         self._snaps = snaps
         self.count = len(snaps) if snaps is not None else int(count or 0)
         self.sizes = sizes
         self.total_bytes = total_bytes
         self.members = members
-        self._all_models = all_models
         self.pending = pending
 
     def _materialise(self) -> list[Any]:
@@ -117,18 +114,12 @@ class CacheEntry:
             # Freshly decoded objects nobody else holds: their fields are the snapshots.
             decoded = codec.loads(self.pending) if self.pending else []
             self._snaps = [view(m) for m in decoded]
-            self._all_models = all(isinstance(m, BaseModel) for m in decoded)
             self.pending = None
         return self._snaps
 
     @property
     def snaps(self) -> list[Any]:
         return self._materialise()
-
-    @property
-    def all_models(self) -> bool:
-        self._materialise()
-        return self._all_models
 
 
 @dataclass
@@ -224,9 +215,6 @@ def plan_save(
         sizes = entry.sizes[:base] + new_sizes
         message_bytes = sum(sizes)
     snaps = (entry.snaps[:base] if entry is not None else []) + [message_snapshot(m) for m in new_msgs]
-    all_models = (entry is None or entry.all_models or base == 0) and all(
-        isinstance(m, BaseModel) for m in (live if entry is None or base == 0 else new_msgs)
-    )
 
     members = _plan_members(data, messages is not None, entry, skipped)
     total = message_bytes + sum(_utf8_len(m.text) for m in members.values())
@@ -249,7 +237,7 @@ def plan_save(
         meta_text, _ = _encode_text(metadata, "metadata", skipped, limits.max_message_bytes)
 
     new_entry = CacheEntry(version=0, snaps=snaps, sizes=sizes, total_bytes=message_bytes,
-                           members=members, all_models=all_models)
+                           members=members)
     if entry is None:
         all_texts = new_texts
         upsert = {name: m.text for name, m in members.items() if not m.inline}
@@ -278,37 +266,44 @@ def _prefix_check(live: list[Any], entry: CacheEntry) -> Callable[[], bool]:
     prefix = live[:entry.count]  # the list may be mutated after the save returns; freeze it now
 
     def verify() -> bool:
-        return _same_prefix(prefix, entry)
+        return first_change(prefix, entry.snaps) == entry.count
 
     return verify
 
 
-def _same_prefix(prefix: list[Any], entry: CacheEntry) -> bool:
-    views = None
-    if entry.all_models:
-        try:
-            views = list(map(_fields_of, prefix))
-        except AttributeError:  # a plain value took a model's place
-            views = None
-    if views is None:
-        views = [view(m) for m in prefix]
-    return bool(views == entry.snaps)
+def first_change(live: list[Any], snaps: list[Any]) -> int:
+    """Index of the first message of ``live`` that differs from its snapshot (or the shorter length).
+
+    The common case (nothing changed, every message a model) is one C-level pass: fetch each
+    field dict, then ``list == list``, which compares each dict with its snapshot and skips
+    identical strings without reading them. It is memory-bound, about 0.3 µs a message here; a
+    C extension doing the same walk measured only 17% faster, so this stays pure Python.
+    """
+    n = min(len(live), len(snaps))
+    prefix = live[:n]
+    try:
+        # Right for models; an object with a __dict__ that is not a model (a dataclass) only makes
+        # the fast comparison fail, and the exact walk below then uses view().
+        if list(map(_fields_of, prefix)) == snaps[:n]:
+            return n
+    except AttributeError:  # plain values (dicts, strings) among the messages
+        pass
+    for k in range(n):
+        if view(prefix[k]) != snaps[k]:
+            return k
+    return n
+
+
+_fields_of = attrgetter("__dict__")
 
 
 def _common_prefix(live: list[Any], entry: CacheEntry | None) -> tuple[int, bool]:
     """How many leading messages are stored unchanged, and whether the rest must be rewritten."""
     if entry is None:
         return 0, False
-    stored = entry.snaps
-    n = len(stored)
-    if len(live) >= n and _same_prefix(live[:n], entry):
-        return n, False
-    k = 0
-    for k in range(min(n, len(live))):
-        if view(live[k]) != stored[k]:
-            break
-    else:
-        k = min(n, len(live))
+    k = first_change(live, entry.snaps)
+    if k == entry.count and len(live) >= entry.count:
+        return k, False
     return k, True
 
 
@@ -402,7 +397,7 @@ def entry_from_loaded(version: int, data: dict[str, Any], out_of_line: set[str],
         text = codec.dumps(codec.encode(value, name).value)
         members[name] = MemberState(snapshot(value), text, name not in out_of_line)
     return CacheEntry(version=version, snaps=None, sizes=None, total_bytes=message_bytes, members=members,
-                      all_models=True, count=len(messages or []), pending=messages_text)
+                      count=len(messages or []), pending=messages_text)
 
 
 class SessionCache:

@@ -59,6 +59,9 @@ from app.store.state import CacheEntry, entry_from_loaded, plan_save
 
 log = logging.getLogger("isotope.manager")
 
+# Spooled writes applied per transaction: one commit (one WAL flush) for many records.
+REPLAY_BATCH = 64
+
 __all__ = ["InvalidInput", "SessionManager", "get_postgres_session_manager", "get_session_manager"]
 
 
@@ -586,31 +589,13 @@ class SessionManager:
             if not mine:
                 report["remaining"] = self.spool.depth()
                 return report
-            for path in self.spool.pending(session_id):
+            pending = self.spool.pending(session_id)
+            while pending:
                 if session_id is None and self._waiting:
                     break  # a turn waits to replay its own session; the next pass resumes here
-                try:
-                    record = self.spool.read(path)
-                except UnreadableRecord as exc:
-                    self._quarantine(path, exc, {}, report)
-                    continue
-                if record is None or record.get("session_id") in busy:
-                    continue
-                try:
-                    produced[record["write_id"]] = self.pg.apply_spooled(record, produced)
-                except StoreUnavailable as exc:
-                    self._trip(exc, "spool replay")
+                batch = self._next_batch(pending, busy, report)
+                if batch and not self._replay_batch(batch, produced, busy, report, done):
                     break
-                except SessionBusy:
-                    busy.add(record["session_id"])  # its later writes wait too: order is kept
-                    continue
-                except (IsotopeError, KeyError, TypeError, ValueError) as exc:
-                    self._quarantine(path, exc, record, report)
-                    continue
-                self.spool.remove(path)
-                metrics.SPOOL_REPLAYED.inc()
-                report["replayed"] += 1
-                done.add(record["session_id"])
         with self._spool_lock:
             for sid in done:
                 if not self.spool.has_pending(sid):
@@ -626,6 +611,55 @@ class SessionManager:
             log.warning("outage spool: replayed %d writes in %.2f s (%d failed, %d left)", report["replayed"],
                         report["seconds"], report["failed"], report["remaining"])
         return report
+
+    def _next_batch(self, pending: list[Path], busy: set[str],
+                    report: dict[str, Any]) -> list[tuple[Path, dict[str, Any]]]:
+        """Take up to REPLAY_BATCH readable records off the front of ``pending``."""
+        assert self.spool is not None
+        batch: list[tuple[Path, dict[str, Any]]] = []
+        while pending and len(batch) < REPLAY_BATCH:
+            path = pending.pop(0)
+            try:
+                record = self.spool.read(path)
+            except UnreadableRecord as exc:
+                self._quarantine(path, exc, {}, report)
+                continue
+            if record is not None and record.get("session_id") not in busy:
+                batch.append((path, record))
+        return batch
+
+    def _replay_batch(self, batch: list[tuple[Path, dict[str, Any]]], produced: dict[str, int], busy: set[str],
+                      report: dict[str, Any], done: set[str]) -> bool:
+        """Apply a batch in one transaction; one record at a time if that fails. False: stop."""
+        assert self.pg is not None and self.spool is not None
+        try:
+            versions = self.pg.apply_spooled_batch([record for _, record in batch], produced)
+        except StoreUnavailable as exc:
+            self._trip(exc, "spool replay")
+            return False
+        except (IsotopeError, KeyError, TypeError, ValueError) as exc:
+            if len(batch) > 1:  # a busy session or a bad record in it: find which, one at a time
+                return self._replay_each(batch, produced, busy, report, done)
+            path, record = batch[0]
+            if isinstance(exc, SessionBusy):
+                busy.add(record["session_id"])  # its later writes wait too: order is kept
+            else:
+                self._quarantine(path, exc, record, report)
+            return True
+        for (path, record), version in zip(batch, versions, strict=True):
+            produced[record["write_id"]] = version
+            self.spool.remove(path)  # after the commit: a crash before this replays nothing twice
+            done.add(record["session_id"])
+        metrics.SPOOL_REPLAYED.inc(len(batch))
+        report["replayed"] += len(batch)
+        return True
+
+    def _replay_each(self, batch: list[tuple[Path, dict[str, Any]]], produced: dict[str, int], busy: set[str],
+                     report: dict[str, Any], done: set[str]) -> bool:
+        for item in batch:
+            if item[1]["session_id"] not in busy and not self._replay_batch([item], produced, busy, report, done):
+                return False
+        return True
 
     def _quarantine(self, path: Path, exc: Exception, record: dict[str, Any], report: dict[str, Any]) -> None:
         assert self.spool is not None

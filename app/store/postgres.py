@@ -529,28 +529,41 @@ class PostgresSessionStore:
     # ------------------------------------------------------------------ outage spool
 
     def apply_spooled(self, record: dict[str, Any], produced: dict[str, int]) -> int:
-        """Apply one spooled write exactly once; return the version it produced.
+        """Apply one spooled write exactly once; return the version it produced."""
+        return self.apply_spooled_batch([record], produced)[0]
 
-        Raises :class:`SessionBusy` when a turn (of any instance) holds the session: a spooled
-        write merged under a running turn would be cut away by that turn's save.
+    def apply_spooled_batch(self, records: builtins.list[dict[str, Any]],
+                            produced: dict[str, int]) -> builtins.list[int]:
+        """Apply spooled writes, in order, in one transaction: all of them exactly once, or none.
+
+        Raises :class:`SessionBusy` when a turn (of any instance) holds one of their sessions: a
+        spooled write merged under a running turn would be cut away by that turn's save.
 
         ``produced`` maps earlier records' write ids to the versions they produced in this
         replay, so a chain of deltas applies exactly when nobody else wrote in between and is
-        merged (appended after the other writers' messages) when somebody did.
+        merged (appended after the other writers' messages) when somebody did. One transaction
+        for many records: one commit (one WAL flush) instead of one per record.
         """
-        sid = record["session_id"]
+        sids = sorted({record["session_id"] for record in records})
 
-        def work(conn: psycopg.Connection[Any], _: int) -> int:
+        def work(conn: psycopg.Connection[Any], _: int) -> builtins.list[int]:
             with conn.transaction():
-                row = conn.execute(sql.TRY_SESSION_XACT_LOCK, {"key": _lock_key(sid)}).fetchone()
-                if row is None or not row[0]:
-                    raise SessionBusy(f"session {sid!r} is in a turn; its spooled writes wait for the next pass")
-                return self._apply_spooled(conn, record, produced)
+                for sid in sids:
+                    row = conn.execute(sql.TRY_SESSION_XACT_LOCK, {"key": _lock_key(sid)}).fetchone()
+                    if row is None or not row[0]:
+                        raise SessionBusy(f"session {sid!r} is in a turn; its spooled writes wait for the next pass")
+                seen = dict(produced)
+                versions = []
+                for record in records:
+                    seen[record["write_id"]] = self._apply_spooled(conn, record, seen)
+                    versions.append(seen[record["write_id"]])
+                return versions
 
-        # A turn holding the session's lock replays on the lock's own connection.
-        version = self._run("spool replay", work, sid=sid)
-        self._cache.drop(sid)
-        return version
+        # A turn holding its session's lock replays that session on the lock's own connection.
+        versions = self._run("spool replay", work, sid=sids[0] if len(sids) == 1 else None)
+        for sid in sids:
+            self._cache.drop(sid)
+        return versions
 
     def _apply_spooled(self, conn: psycopg.Connection[Any], rec: dict[str, Any],
                        produced: dict[str, int]) -> int:

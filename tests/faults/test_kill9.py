@@ -89,7 +89,7 @@ def test_kill_9_during_an_outage_and_during_replay(cluster: Cluster, fault_db: s
             during = start(f"outage{n}")
             assert during.ready["status"]["spool_depth"] > 0
             during.loop("kill9", f"outage{n}")
-            kill_mid_turn(during, rng, rng.randint(10, 30))
+            kill_mid_turn(during, rng, rng.randint(40, 70))
         depth = spool_depth(data_dir)
         cluster.start()
         # Killed while it replays the spool (start-up restores the session, which drains its backlog).
@@ -99,8 +99,10 @@ def test_kill_9_during_an_outage_and_during_replay(cluster: Cluster, fault_db: s
             if left < 4:
                 break
             replayer = start(f"replay{n}", wait_ready=False)
-            target = left - rng.randint(1, left // 2)
-            wait_until(lambda t=target: spool_depth(data_dir) <= t, 60, "the replay progresses")
+            # Killed as soon as a first batch is committed (its files being unlinked, the next
+            # batch's transaction open), give or take a few milliseconds.
+            wait_until(lambda left=left: spool_depth(data_dir) < left, 60, "the replay begins", every=0.002)
+            threading.Event().wait(rng.uniform(0, 0.05))
             replayer.kill9()
             kills_in_replay += spool_depth(data_dir) > 0
         final = start("after")

@@ -1,14 +1,7 @@
-"""The measured phases of one system: per-history cells, listing, and the raw round trip.
-
-A cell follows the anchor method: N sessions each seeded with H-2 messages, a CHECKPOINT, one
-untimed warm-up turn per session (so every session holds exactly H messages and the pages the
-turn touches are already dirty), then one timed turn per session between two probe positions,
-then one timed full load per session, each checked against what was written.
-"""
+"""Listing and the raw round trip, plus the helpers every phase shares (cells: ``bench.cell``)."""
 
 from __future__ import annotations
 
-import gc
 import random
 import uuid
 from concurrent.futures import Executor
@@ -33,43 +26,6 @@ def new_ids(count: int) -> list[str]:
 def play_turn(system: System, session_id: str, position: int) -> None:
     """One (untimed) turn writing messages ``position`` and ``position + 1``."""
     system.turn(session_id, corpus.text(session_id, position), corpus.text(session_id, position + 1))
-
-
-def measure_cell(system: System, probe: Probe, history: int, sessions: int) -> dict[str, Any]:
-    ids = new_ids(sessions)
-    for sid in ids:
-        system.create(sid, corpus.messages(sid, 0, history - 2))
-    probe.checkpoint()
-    for sid in ids:
-        play_turn(system, sid, history - 2)
-    turns = [(sid, corpus.text(sid, history), corpus.text(sid, history + 1)) for sid in ids]
-    gc.collect()
-    start = probe.position()
-    latencies = [timed_ms(system.turn, sid, human, ai)[0] for sid, human, ai in turns]
-    end = probe.position()
-    fpi = probe.fpi_bytes(start, end)
-    return {
-        "history": history,
-        "sessions": sessions,
-        "turn_ms": summary(latencies),
-        "wal_bytes_per_turn": probe.wal_bytes(start, end) / sessions,
-        "fpi_bytes_per_turn": None if fpi is None else fpi / sessions,
-        "growth_bytes_per_turn": (end.relation_bytes - start.relation_bytes) / sessions,
-        "xacts_per_turn": (end.next_xid - start.next_xid) / sessions,
-        "checkpoint_in_window": None if start.redo_lsn is None else start.redo_lsn != end.redo_lsn,
-        "autovacuum_at_edges": start.autovacuum_workers + end.autovacuum_workers > 0,
-        "load_ms": summary(_timed_loads(system, turns, history + 2)),
-    }
-
-
-def _timed_loads(system: System, turns: list[tuple[str, str, str]], count: int) -> list[float]:
-    gc.collect()
-    latencies = []
-    for sid, _, ai in turns:
-        ms, loaded = timed_ms(system.load, sid)
-        latencies.append(ms)
-        system.verify(loaded, count, ai)
-    return latencies
 
 
 def measure_listing(system: System, probe: Probe, plan: Plan, conninfo: str, executor: Executor) -> dict[str, Any]:

@@ -17,6 +17,8 @@ def fmt(value: float | None, unit: str) -> str:
         return f"{value:.3f}" if value < 0.1 else f"{value:.2f}" if value < 100 else f"{value:.0f}"
     if unit == "bytes":
         return _bytes(value)
+    if unit == "x":
+        return f"x{value:.2f}"
     if unit == "turns/s":
         return f"{value:.0f}" if value >= 100 else f"{value:.1f}"
     return f"{value:.2f}"

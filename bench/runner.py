@@ -18,11 +18,12 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-from bench.phases import measure_cell, measure_listing, measure_roundtrip
+from bench.cell import Reference, measure_cell
+from bench.phases import measure_listing, measure_roundtrip
 from bench.plan import Plan
 from bench.probes import Probe
 from bench.server import Cluster
-from bench.systems import System, Unavailable, system_class
+from bench.systems import FLOOR, System, Unavailable, system_class
 from bench.throughput import measure_throughput
 
 
@@ -67,23 +68,42 @@ def run_system(env: Environment, name: str) -> dict[str, Any]:
         cls = system_class(name)
     except Unavailable as exc:
         return {"available": False, "reason": str(exc)}
-    conninfo = env.cluster.create_database(name)
-    probe = Probe(conninfo, env.cluster.data_directory, env.waldump)
-    system = cls(conninfo)
-    try:
+    with contextlib.ExitStack() as stack:
+        conninfo = _database(env, stack, name)
+        probe = stack.enter_context(contextlib.closing(Probe(conninfo, env.cluster.data_directory, env.waldump)))
+        system = cls(conninfo)
         try:
             system.open()
         except Unavailable as exc:
             return {"available": False, "reason": str(exc)}
-        return _run_phases(env, system, probe, conninfo)
-    finally:
-        with contextlib.suppress(Exception):
-            system.close()
-        probe.close()
-        env.cluster.drop_database(conninfo)
+        stack.callback(_quietly_close, system)
+        reference = _reference(env, stack, name)
+        return _run_phases(env, system, probe, conninfo, reference)
+    raise AssertionError("unreachable")  # ExitStack swallows nothing; keeps type checkers calm
 
 
-def _run_phases(env: Environment, system: System, probe: Probe, conninfo: str) -> dict[str, Any]:
+def _database(env: Environment, stack: contextlib.ExitStack, name: str) -> str:
+    conninfo = env.cluster.create_database(name)
+    stack.callback(env.cluster.drop_database, conninfo)
+    return conninfo
+
+
+def _reference(env: Environment, stack: contextlib.ExitStack, name: str) -> Reference:
+    """A floor on a database of its own, timed turn by turn alongside the system (see bench.cell)."""
+    conninfo = _database(env, stack, f"{name}_ref")
+    floor = system_class(FLOOR)(conninfo)
+    floor.open()
+    stack.callback(_quietly_close, floor)
+    probe = stack.enter_context(contextlib.closing(Probe(conninfo, None, None)))
+    return Reference(floor, probe)
+
+
+def _quietly_close(system: System) -> None:
+    with contextlib.suppress(Exception):
+        system.close()
+
+
+def _run_phases(env: Environment, system: System, probe: Probe, conninfo: str, reference: Reference) -> dict[str, Any]:
     plan = env.plan
     result: dict[str, Any] = {
         "available": True,
@@ -93,12 +113,14 @@ def _run_phases(env: Environment, system: System, probe: Probe, conninfo: str) -
         "errors": {},
     }
     for history in plan.histories:
-        cell = _phase(result, f"H={history}", partial(measure_cell, system, probe, history, plan.sessions_per_cell))
+        run = partial(measure_cell, system, probe, history, plan.sessions_per_cell, reference)
+        cell = _phase(result, f"H={history}", run)
         if cell is not None:
             result["cells"][str(history)] = cell
     throughput = partial(measure_throughput, system, conninfo, plan, env.executor, env.manager)
     result["throughput"] = _phase(result, "throughput", throughput)
-    result["listing"] = _phase(result, "listing", partial(measure_listing, system, probe, plan, conninfo, env.executor))
+    listing = partial(measure_listing, system, probe, plan, conninfo, env.executor)
+    result["listing"] = _phase(result, "listing", listing)
     result["checkpoint_allowed"] = probe.checkpoint_allowed
     return result
 

@@ -17,7 +17,7 @@ from bench.systems import FLOOR
 class Metric:
     key: str
     title: str
-    unit: str  # "ms", "bytes" or "count"
+    unit: str  # "ms", "bytes", "count" or "x" (already a ratio)
     read: Callable[[dict[str, Any]], float | None]
     ratio: bool = True
 
@@ -25,6 +25,14 @@ class Metric:
 CELL_METRICS = [
     Metric("turn_median_ms", "Per-turn persist latency, median ms", "ms", lambda c: c["turn_ms"]["median"]),
     Metric("turn_p95_ms", "Per-turn persist latency, p95 ms", "ms", lambda c: c["turn_ms"]["p95"]),
+    Metric(
+        "paired_ratio",
+        "Per-turn persist latency paired with a reference floor (alternating turn by turn, so both are "
+        "timed at the same moment): median(system) / median(floor)",
+        "x",
+        lambda c: (c.get("paired") or {}).get("ratio"),
+        ratio=False,
+    ),
     Metric(
         "wal_bytes_per_turn",
         "WAL bytes per turn (pg_current_wal_lsn diff / turns)",

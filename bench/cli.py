@@ -1,7 +1,8 @@
 """``python -m bench``: run every system against one PostgreSQL and write Markdown + JSON.
 
 Exit status 0 when every available system ran every phase, 1 when a phase failed (for
-instance a load that did not return what was written); never because something was slow.
+instance a load that did not return what was written), 2 when the run could not happen at all
+(no server, no permission to create databases); never because something was slow.
 """
 
 from __future__ import annotations
@@ -42,13 +43,33 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="small sizes, 1 repetition, < 2 minutes")
     parser.add_argument("--database-url", help="libpq URL of a server to use (default: a private embedded one)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"output directory (default {DEFAULT_OUT})")
-    parser.add_argument("--repeat", type=int, help="repetitions (default 2; 1 with --quick)")
+    parser.add_argument("--repeat", type=_positive, help="repetitions (default 2; 1 with --quick)")
     parser.add_argument("--systems", help="comma-separated subset (the floor is always included)")
     return parser.parse_args(argv)
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1 (got {value})")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    try:
+        return _run(args)
+    except Exception as exc:  # the CLI's one boundary: print the chain of causes, not a traceback
+        chain = []
+        cause: BaseException | None = exc
+        while cause is not None:
+            chain.append(f"{type(cause).__name__}: {cause}")
+            cause = cause.__cause__ or cause.__context__
+        log("bench failed: " + "\n  caused by ".join(chain))
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
     plan = make_plan(args.quick, args.repeat)
     names = _systems(args.systems)
     started = time.monotonic()

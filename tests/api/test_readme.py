@@ -8,7 +8,6 @@ and the test says so in its output.
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -36,7 +35,6 @@ def test_readme_has_the_guide_curl_lines() -> None:
         assert line in lines.splitlines()
 
 
-@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
 def test_readme_curl_lines_run_as_printed(database_url: str, data_dir: Path) -> None:
     port = PORT if port_is_free(PORT) else None
     server = ApiServer(database_url, data_dir, port=port)

@@ -20,6 +20,14 @@ pytestmark = pytest.mark.slow
 SSE = {"Accept": "text/event-stream"}
 
 
+def _turns_running(server: ApiServer) -> float:
+    with server.client() as c:
+        for line in c.get("/metrics").text.splitlines():
+            if line.startswith("isotope_api_turns_running "):
+                return float(line.split()[1])
+    return 0.0
+
+
 @pytest.fixture
 def model() -> Iterator[SlowModel]:
     with SlowModel() as slow:
@@ -85,7 +93,8 @@ def test_running_turns_finish_and_are_saved(start: Any, check: SessionManager) -
         events = sse_events(response)
         first = next(events)
         assert first[0] == "token"
-        time.sleep(0.2)  # the JSON turn is running too
+        # Signal only once the JSON turn is running too (the server's own gauge says so).
+        wait_for(lambda: _turns_running(server) >= 2, timeout=30)
         signalled = time.monotonic()
         server.proc.send_signal(15)
         rest = list(events)

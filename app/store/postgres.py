@@ -19,6 +19,8 @@ import functools
 import hashlib
 import logging
 import math
+import os
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -64,6 +66,70 @@ class _Raced(Exception):
 _CHANGED = object()  # the deferred prefix check found an old message edited in place
 
 
+class _Frozen(Exception):
+    """The server took no notice of a request within the client-side deadline."""
+
+
+class _Guard:
+    __slots__ = ("deadline", "conn", "fired")
+
+    def __init__(self, deadline: float, conn: psycopg.Connection[Any]) -> None:
+        self.deadline = deadline
+        self.conn = conn
+        self.fired = False
+
+
+class Deadlines:
+    """Client-side deadlines: a connection busy past its deadline has its socket shut down.
+
+    A frozen server (SIGSTOP, a storage stall that blocks its processes, a paused VM) still has
+    its kernel acknowledge TCP: keepalives and tcp_user_timeout never fire, the server cannot
+    enforce statement_timeout, and a query would wait as long as the freeze lasts. Shutting the
+    socket down makes the waiting call fail at once, as a reset connection does, and the manager
+    falls back to the outage spool. One thread, started on first use, checks four times a second.
+    """
+
+    def __init__(self) -> None:
+        self._guards: set[_Guard] = set()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    @contextmanager
+    def guard(self, conn: psycopg.Connection[Any], seconds: float) -> Iterator[_Guard]:
+        guard = _Guard(time.monotonic() + seconds, conn)
+        with self._lock:
+            self._guards.add(guard)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._watch, name="isotope-deadlines", daemon=True)
+                self._thread.start()
+        try:
+            yield guard
+        finally:
+            with self._lock:
+                self._guards.discard(guard)
+
+    def _watch(self) -> None:
+        tick = threading.Event()
+        while True:
+            tick.wait(0.25)
+            now = time.monotonic()
+            with self._lock:
+                late = [g for g in self._guards if g.deadline <= now and not g.fired]
+                for guard in late:
+                    guard.fired = True
+            for guard in late:
+                _shut_down(guard.conn)
+
+
+def _shut_down(conn: psycopg.Connection[Any]) -> None:
+    with contextlib.suppress(OSError, psycopg.Error, ValueError):
+        sock = socket.socket(fileno=os.dup(conn.fileno()))
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        finally:
+            sock.close()
+
+
 class PostgresSessionStore:
     """Sessions in PostgreSQL. Construct, then :meth:`open` (the caller owns the pool)."""
 
@@ -79,6 +145,10 @@ class PostgresSessionStore:
         self._cache = SessionCache(config.cache_sessions)
         self._limits = Limits(config.max_message_bytes, config.max_session_bytes, config.inline_member_bytes)
         self._held = threading.local()
+        self._deadlines = Deadlines()
+        # Each operation's client-side bound: the server's statement timeout, plus the time a
+        # fresh connection may take.
+        self._op_deadline = config.statement_timeout_s + config.connect_timeout_s
         self._schema_ready = False
         self._schema_lock = threading.Lock()
 
@@ -206,14 +276,35 @@ class PostgresSessionStore:
         return stats.get("pool_size", 0) >= stats.get("pool_max", 0) and stats.get("pool_available", 0) == 0
 
     @contextmanager
-    def _connection(self, sid: str | None = None) -> Iterator[psycopg.Connection[Any]]:
+    def _connection(self, sid: str | None = None, guarded: bool = True) -> Iterator[psycopg.Connection[Any]]:
         held = getattr(self._held, "conns", None)
         if sid is not None and held and sid in held:
-            yield held[sid]
+            with self._bounded(held[sid], self._op_deadline):
+                yield held[sid]
             return
         with self._require_pool().connection(timeout=self.config.connect_timeout_s) as conn:
-            self._ensure_schema(conn)
-            yield conn
+            if not guarded:
+                self._ensure_schema(conn)
+                yield conn
+                return
+            with self._bounded(conn, self._op_deadline):
+                self._ensure_schema(conn)
+                yield conn
+
+    @contextmanager
+    def _bounded(self, conn: psycopg.Connection[Any], seconds: float) -> Iterator[None]:
+        """Fail what runs on ``conn`` if the server has not answered within ``seconds``."""
+        with self._deadlines.guard(conn, seconds) as guard:
+            try:
+                yield
+            except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+                if not guard.fired:
+                    raise
+                # Not a dead connection to retry at once: the server itself does not answer.
+                raise StoreUnavailable(
+                    f"PostgreSQL did not answer within {seconds:g} s (store.statement_timeout_s + "
+                    "store.connect_timeout_s); it may be frozen or overloaded"
+                ) from _Frozen(str(exc))
 
     def _run(self, what: str, fn: Callable[[psycopg.Connection[Any], int], T], sid: str | None = None) -> T:
         """Run ``fn`` on a connection; again on a fresh one (twice at most) if it died under us.
@@ -497,7 +588,8 @@ class PostgresSessionStore:
                 held.pop(session_id, None)
                 if not conn.closed:
                     # If the backend is gone, its advisory locks went with it.
-                    with contextlib.suppress(psycopg.Error):
+                    with contextlib.suppress(psycopg.Error, StoreUnavailable), \
+                            self._bounded(conn, self._op_deadline):
                         conn.execute(sql.SESSION_UNLOCK, {"key": _lock_key(session_id)})
 
     @contextmanager
@@ -505,18 +597,11 @@ class PostgresSessionStore:
         """A pool connection holding the session's advisory lock; taken again on a new connection
         if it turns out dead (a terminated backend, a restarted server), as in :meth:`_run`."""
         for attempt in (1, 2, 3):
-            with self._connection() as conn:
+            with self._connection(guarded=False) as conn:
                 try:
-                    conn.execute("SELECT set_config('lock_timeout', %s, false)", (f"{max(1, int(wait * 1000))}ms",))
-                    try:
-                        conn.execute(sql.SESSION_LOCK, {"key": _lock_key(session_id)})
-                    except psycopg.errors.LockNotAvailable as exc:
-                        raise SessionBusy(
-                            f"session {session_id!r} is busy in another turn (waited {wait:g} s); retry"
-                        ) from exc
-                    finally:
-                        if not conn.closed:
-                            conn.execute("SELECT set_config('lock_timeout', '0', false)")
+                    # Only taking the lock is bounded here: the connection is then held for the
+                    # whole turn, and the saves inside it are bounded one by one (_connection).
+                    self._take_lock(conn, session_id, wait)
                 except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
                     if attempt == 3 or not _connection_died(exc):
                         raise
@@ -525,6 +610,28 @@ class PostgresSessionStore:
                     yield conn
                     return
             self._drop_dead_connections()
+
+    def _take_lock(self, conn: psycopg.Connection[Any], session_id: str, wait: float) -> None:
+        """Wait for the session's lock in slices of ``connect_timeout_s``, each one bounded: a
+        legitimate wait (another turn) and a frozen server look alike from here until a slice
+        ends, with LockNotAvailable from a live server or the deadline's shutdown from a dead one."""
+        deadline = time.monotonic() + wait
+        per_slice = max(1.0, self.config.connect_timeout_s)
+        while True:
+            step = max(0.001, min(per_slice, deadline - time.monotonic()))
+            with self._bounded(conn, step + self._op_deadline):
+                conn.execute("SELECT set_config('lock_timeout', %s, false)", (f"{max(1, int(step * 1000))}ms",))
+                try:
+                    conn.execute(sql.SESSION_LOCK, {"key": _lock_key(session_id)})
+                    return
+                except psycopg.errors.LockNotAvailable as exc:
+                    if time.monotonic() >= deadline - 0.001:
+                        raise SessionBusy(
+                            f"session {session_id!r} is busy in another turn (waited {wait:g} s); retry"
+                        ) from exc
+                finally:
+                    if not conn.closed:
+                        conn.execute("SELECT set_config('lock_timeout', '0', false)")
 
     # ------------------------------------------------------------------ outage spool
 
@@ -650,7 +757,8 @@ class PostgresSessionStore:
             return False
         try:
             with psycopg.connect(self._conninfo, autocommit=True,
-                                 connect_timeout=max(2, math.ceil(self.config.connect_timeout_s))) as conn:
+                                 connect_timeout=max(2, math.ceil(self.config.connect_timeout_s))) as conn, \
+                    self._deadlines.guard(conn, self._op_deadline):
                 conn.execute("SELECT 1")
             return True
         except psycopg.Error:

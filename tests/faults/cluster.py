@@ -26,6 +26,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import psutil
 import psycopg
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
@@ -104,6 +105,14 @@ class Cluster:
     def stop(self, mode: str = "immediate") -> None:
         """Stop the server: ``immediate`` kills every server process at once (no checkpoint)."""
         self._run("pg_ctl", "-D", str(self.pgdata), "-m", mode, "-w", "-t", "60", "stop", timeout=90)
+
+    def signal_all(self, signum: int) -> int:
+        """Send ``signum`` to the postmaster and every server process; how many got it."""
+        postmaster = psutil.Process(int((self.pgdata / "postmaster.pid").read_text().split()[0]))
+        processes = [postmaster, *postmaster.children(recursive=True)]
+        for process in processes:
+            process.send_signal(signum)
+        return len(processes)
 
     @property
     def running(self) -> bool:

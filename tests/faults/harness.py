@@ -29,13 +29,13 @@ class Worker:
     test can wait for a line with a deadline while the worker keeps taking turns."""
 
     def __init__(self, database_url: str, data_dir: Path, name: str = "worker", wait_ready: bool = True,
-                 **env: str) -> None:
+                 config: dict[str, Any] | None = None, **env: str) -> None:
         self.name = name
         self.data_dir = data_dir
         data_dir.mkdir(parents=True, exist_ok=True)
         environ = subprocess_env(database_url, data_dir, **env)
-        environ["ISOTOPE_CONFIG"] = str(data_dir / "no-config.yaml")
-        (data_dir / "no-config.yaml").write_text("{}\n")
+        environ["ISOTOPE_CONFIG"] = str(data_dir / "worker-config.yaml")
+        (data_dir / "worker-config.yaml").write_text(json.dumps(config or {}) + "\n")  # JSON is YAML
         self.stderr_path = data_dir / f"{name}-{time.time_ns()}.stderr"
         self._stderr = open(self.stderr_path, "wb")  # noqa: SIM115 (closed in close())
         self.proc = subprocess.Popen([PYTHON, "-m", "tests.faults.worker"], cwd=REPO, env=environ,

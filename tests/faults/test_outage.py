@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import threading
 import time
 from pathlib import Path
@@ -19,6 +20,11 @@ from tests.helpers import make_settings
 pytestmark = [pytest.mark.fault, pytest.mark.slow, pytest.mark.multiprocess]
 
 
+def overlapping(acked: list[dict], start: float, end: float) -> list[dict]:
+    """The acknowledged turns that were running at some moment of [start, end)."""
+    return [a for a in acked if a["started"] < end and a["started"] + a["seconds"] > start]
+
+
 def outage(cluster: Cluster, database_url: str, data_dir: Path, seconds: float) -> dict[str, float]:
     worker = Worker(database_url, data_dir)
     try:
@@ -34,7 +40,7 @@ def outage(cluster: Cluster, database_url: str, data_dir: Path, seconds: float) 
         up_at = time.time()
         cluster.start()
         replay_s = wait_until(lambda: spool_depth(data_dir) == 0, 60, "the spool replays by itself")
-        during = [a for a in worker.acked if down_at <= a["started"] < up_at]
+        during = overlapping(worker.acked, down_at, up_at)
         back = len(worker.acked)
         worker.wait_acked(back + 10)  # and the loop goes on against PostgreSQL
         worker.stop_loop()
@@ -174,3 +180,36 @@ def test_the_http_api_takes_turns_through_an_outage_and_reports_the_spool(cluste
         server.stop()
     log = server.log()
     assert "Traceback" not in log, log[-3000:]
+
+
+@pytest.mark.timeout(180)
+def test_a_frozen_server_bounds_each_turn_and_loses_nothing(cluster: Cluster, fault_db: str, data_dir: Path) -> None:
+    """SIGSTOP of every server process: its kernel still acknowledges TCP, so neither keepalives nor
+    the server's statement_timeout end a query's wait; the client-side deadline must."""
+    config = {"store": {"statement_timeout_s": 2, "connect_timeout_s": 1}}
+    with Worker(fault_db, data_dir, config=config) as worker:
+        worker.create("frozen")
+        worker.loop("frozen", "turn")
+        worker.wait_acked(10)
+        frozen_at = time.time()
+        cluster.signal_all(signal.SIGSTOP)
+        try:
+            worker.wait_acked(len(worker.acked) + 10, timeout=60)  # turns go on, through the spool
+            threading.Event().wait(max(0.0, frozen_at + 8 - time.time()))  # the freeze lasts 8 s at least
+        finally:
+            thawed_at = time.time()
+            cluster.signal_all(signal.SIGCONT)
+        replay_s = wait_until(lambda: spool_depth(data_dir) == 0, 60, "the spool replays after the thaw")
+        worker.wait_acked(len(worker.acked) + 5)
+        worker.stop_loop()
+        assert worker.exit() == 0
+    during = overlapping(worker.acked, frozen_at, thawed_at)
+    result = audit(fault_db, "frozen", {"worker": [a["text"] for a in worker.acked]})
+    slowest = max(a["seconds"] for a in during)
+    print(f"\nserver frozen {thawed_at - frozen_at:.1f} s: {len(during)} turns acknowledged meanwhile, slowest "
+          f"{slowest:.2f} s (deadline 2 + 1 s), lost {len(result.lost)}, duplicated {len(result.duplicated)}, "
+          f"replayed {replay_s:.2f} s after the thaw")
+    assert not result.lost and not result.duplicated and not result.out_of_order
+    assert not worker.unacked
+    assert slowest < 6.0
+    assert stored_pairs_ok(fault_db, "frozen") == []

@@ -86,7 +86,8 @@ class Deadlines:
     its kernel acknowledge TCP: keepalives and tcp_user_timeout never fire, the server cannot
     enforce statement_timeout, and a query would wait as long as the freeze lasts. Shutting the
     socket down makes the waiting call fail at once, as a reset connection does, and the manager
-    falls back to the outage spool. One thread, started on first use, checks four times a second.
+    falls back to the outage spool. One thread per process (:data:`DEADLINES`), started on first
+    use, checks four times a second.
     """
 
     def __init__(self) -> None:
@@ -121,6 +122,10 @@ class Deadlines:
                 _shut_down(guard.conn)
 
 
+# One watchdog per process, shared by every store.
+DEADLINES = Deadlines()
+
+
 def _shut_down(conn: psycopg.Connection[Any]) -> None:
     with contextlib.suppress(OSError, psycopg.Error, ValueError):
         sock = socket.socket(fileno=os.dup(conn.fileno()))
@@ -145,7 +150,7 @@ class PostgresSessionStore:
         self._cache = SessionCache(config.cache_sessions)
         self._limits = Limits(config.max_message_bytes, config.max_session_bytes, config.inline_member_bytes)
         self._held = threading.local()
-        self._deadlines = Deadlines()
+        self._deadlines = DEADLINES
         # Each operation's client-side bound: the server's statement timeout, plus the time a
         # fresh connection may take.
         self._op_deadline = config.statement_timeout_s + config.connect_timeout_s

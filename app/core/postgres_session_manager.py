@@ -313,9 +313,12 @@ class SessionManager:
             return self.files.create(session_id, session_data, metadata, hours)
         if not self.fallback_active and self._drain(session_id):
             try:
-                return self.pg.create(session_id, session_data, metadata, hours)
+                result = self.pg.create(session_id, session_data, metadata, hours)
             except StoreUnavailable as exc:
                 self._trip(exc, "create")
+            else:
+                self._known.saved(session_id, result, metadata, hours)
+                return result
         if self.files.info(session_id, include_inactive=True) is not None or session_id in self._spool_cache:
             raise SessionExists(session_id)
         return self._spool_save(session_id, session_data, metadata, hours, uncertain=True)

@@ -213,3 +213,19 @@ def test_a_frozen_server_bounds_each_turn_and_loses_nothing(cluster: Cluster, fa
     assert not worker.unacked
     assert slowest < 6.0
     assert stored_pairs_ok(fault_db, "frozen") == []
+
+
+@pytest.mark.timeout(120)
+def test_a_session_created_just_before_the_outage_takes_turns_during_it(cluster: Cluster, fault_db: str,
+                                                                        data_dir: Path) -> None:
+    with Worker(fault_db, data_dir) as worker:
+        worker.create("newborn")
+        cluster.stop("immediate")
+        worker.loop("newborn", "during", count=3)
+        worker.expect("looped", timeout=60)
+        cluster.start()
+        wait_until(lambda: spool_depth(data_dir) == 0, 60, "the spool replays by itself")
+        assert worker.exit() == 0
+    assert not worker.unacked, worker.unacked
+    assert [a["version"] for a in worker.acked] == [2, 3, 4]
+    assert not audit(fault_db, "newborn", {"worker": [a["text"] for a in worker.acked]}).lost

@@ -4,10 +4,14 @@
 field and nothing is written), then hands the call to its backend:
 
 * **PostgreSQL** (:class:`~app.store.postgres.PostgresSessionStore`) when ``postgres_sessions``
-  is on. If PostgreSQL stops answering, saves go to the **outage spool** (fsync'd on local disk
-  before ``save_session`` returns True) and to a **file-store copy** that ``load_session`` reads
-  until PostgreSQL is back; a background thread probes the server every
-  ``store.spool_replay_interval_s`` and replays the spool, in order, exactly once.
+  is on. If PostgreSQL stops answering (stopped, reset, frozen: every operation has a
+  client-side deadline), saves go to the **outage spool** (fsync'd on local disk before
+  ``save_session`` returns True) and to a **file-store copy** that ``load_session`` reads until
+  PostgreSQL is back. Sessions this process used before the outage stay known (their last
+  version), so their turns go on. A background thread probes the server every
+  ``store.spool_replay_interval_s`` and replays the spool in order, exactly once, in batches,
+  each write under its session's lock in PostgreSQL so it merges with other instances' turns; a
+  turn on a session with a backlog replays that session first.
 * **Files** (:class:`~app.store.files.FileSessionStore`) when ``postgres_sessions`` is off.
 
 ``get_postgres_session_manager()`` returns one shared manager per process, opened on first use

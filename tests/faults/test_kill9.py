@@ -102,7 +102,7 @@ def test_kill_9_during_an_outage_and_during_replay(cluster: Cluster, fault_db: s
             # Killed as soon as a first batch is committed (its files being unlinked, the next
             # batch's transaction open), give or take a few milliseconds.
             wait_until(lambda left=left: spool_depth(data_dir) < left, 60, "the replay begins", every=0.002)
-            threading.Event().wait(rng.uniform(0, 0.05))
+            threading.Event().wait(rng.uniform(0, 0.02))
             replayer.kill9()
             kills_in_replay += spool_depth(data_dir) > 0
         final = start("after")

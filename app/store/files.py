@@ -58,6 +58,11 @@ class FileSessionStore:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StoreUnavailable(f"cannot create the file store at {self.root}: {exc.strerror}") from exc
+        # Temporary files of writers killed mid-write (``<key>.tmp<pid>``): never renamed, never read.
+        for path in self.root.glob("*.tmp*"):
+            pid = path.suffix[4:]
+            if pid.isdigit() and not _pid_alive(int(pid)):
+                path.unlink(missing_ok=True)
 
     def close(self) -> None:
         pass
@@ -337,3 +342,13 @@ def _flock_with_timeout(fd: int, timeout: float, session_id: str) -> None:
                 ) from None
             time.sleep(delay)  # flock has no timed wait; poll with a short back-off
             delay = min(delay * 2, 0.1)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return pid > 0

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,6 +17,12 @@ from tests.faults.cluster import Cluster
 from tests.helpers import make_settings
 
 pytestmark = [pytest.mark.fault, pytest.mark.slow]
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def turns(n: int, prefix: str = "t") -> list:
@@ -70,3 +80,23 @@ def test_spool_order_survives_a_clock_that_stepped_back(cluster: Cluster, fault_
         assert [m.content for m in stored.data["messages"]] == [m.content for m in turns(3)]
         records = [json.loads(p.read_text()) for p in (data_dir / "spool" / "failed").glob("*.json")]
         assert records == []
+
+
+def test_temporary_files_of_killed_writers_are_removed_at_open(data_dir: Path) -> None:
+    """What kill -9 between writing a record and renaming it leaves: a temporary file, never
+    acknowledged. The next manager on the data dir removes it (and leaves live writers' alone)."""
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
+                          check=True)
+    dead_pid, live_pid = int(dead.stdout), os.getpid()
+    (data_dir / "spool").mkdir()
+    (data_dir / "sessions").mkdir()
+    leftovers = [data_dir / "spool" / f".{1:020d}-abc-{dead_pid}-000000.json.tmp",
+                 data_dir / "sessions" / f"abc.tmp{dead_pid}"]
+    in_flight = [data_dir / "spool" / f".{2:020d}-abc-{live_pid}-000001.json.tmp",
+                 data_dir / "sessions" / f"abc.tmp{live_pid}"]
+    for path in leftovers + in_flight:
+        path.write_text("{", encoding="utf-8")
+    url = f"postgresql://isotope@127.0.0.1:{closed_port()}/isotope"
+    with SessionManager(make_settings(url, data_dir, **{"store.connect_timeout_s": 0.5}), use_postgres=True):
+        assert not any(path.exists() for path in leftovers)
+        assert all(path.exists() for path in in_flight)

@@ -36,9 +36,7 @@ DATA_DIRECTORY = "SELECT current_setting('data_directory')"
 
 def with_database(conninfo: str, dbname: str) -> str:
     """The same server and credentials, another database."""
-    params = conninfo_to_dict(conninfo)
-    params["dbname"] = dbname
-    return make_conninfo(**params)
+    return make_conninfo(conninfo, dbname=dbname)
 
 
 @contextlib.contextmanager
@@ -48,11 +46,11 @@ def embedded_server() -> Iterator[tuple[str, str, str]]:
     # pgserver asks platformdirs for a runtime dir at import time and warns when
     # XDG_RUNTIME_DIR is unset; a private one also keeps its lock file away from other users.
     os.environ.setdefault("XDG_RUNTIME_DIR", runtime)
-    import pgserver  # noqa: PLC0415 - imported late on purpose, see above
-    from pgserver._commands import POSTGRES_BIN_PATH  # noqa: PLC0415
+    from pgserver._commands import POSTGRES_BIN_PATH  # noqa: PLC0415 - imported late on purpose, see above
+    from pgserver.postgres_server import get_server  # noqa: PLC0415
 
     pgdata = tempfile.mkdtemp(prefix="isobench-")  # short path: the socket lives in it
-    server = pgserver.get_server(pgdata, cleanup_mode="delete")
+    server = get_server(pgdata, cleanup_mode="delete")
     try:
         yield server.get_uri(), pgdata, str(POSTGRES_BIN_PATH)
     finally:
@@ -84,7 +82,7 @@ class Cluster:
         return with_database(self.url, name)
 
     def drop_database(self, conninfo: str) -> None:
-        name = conninfo_to_dict(conninfo)["dbname"]
+        name = str(conninfo_to_dict(conninfo)["dbname"])
         with psycopg.connect(self.url, autocommit=True) as conn:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
         if name in self._created:

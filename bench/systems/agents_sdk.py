@@ -24,7 +24,7 @@ LIST_SESSIONS = "SELECT session_id FROM agent_sessions ORDER BY updated_at DESC 
 
 def asyncpg_url(conninfo: str) -> URL:
     """The SQLAlchemy URL of a libpq URL or conninfo (a unix-socket directory stays a host)."""
-    params = conninfo_to_dict(conninfo)
+    params = {key: str(value) for key, value in conninfo_to_dict(conninfo).items() if value is not None}
     port = params.get("port")
     return URL.create(
         "postgresql+asyncpg",
@@ -36,7 +36,7 @@ def asyncpg_url(conninfo: str) -> URL:
     )
 
 
-def _item(kind: str, text: str) -> dict[str, Any]:
+def _item(kind: str, text: str) -> Any:  # an EasyInputMessageParam
     return {"role": "user" if kind == "human" else "assistant", "content": text}
 
 
@@ -77,7 +77,7 @@ class AgentsSdk(System):
     def turn(self, session_id: str, human: str, ai: str) -> None:
         self._run(self._session(session_id).add_items([_item("human", human), _item("ai", ai)]))
 
-    def load(self, session_id: str) -> list[Any]:
+    def load(self, session_id: str) -> Any:
         return self._run(self._session(session_id).get_items())
 
     def summarize(self, loaded: list[Any]) -> tuple[int, str]:

@@ -93,5 +93,5 @@ class IsotopeSave(System):
         messages = (loaded or {}).get("messages", [])
         return len(messages), str(messages[-1].content) if messages else ""
 
-    def list_recent(self, limit: int) -> list[str]:
+    def list_recent(self, limit: int) -> list[str] | None:
         return [row["session_id"] for row in self._manager.list_sessions(limit=limit)]

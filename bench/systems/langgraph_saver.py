@@ -11,6 +11,7 @@ from typing import Annotated, Any, TypedDict
 
 import psycopg
 from langchain_core.messages import AIMessage, AnyMessage, BaseMessage, HumanMessage
+from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.postgres import PostgresSaver
 from langgraph.graph import START, StateGraph
 from langgraph.graph.message import add_messages
@@ -30,7 +31,7 @@ class State(TypedDict):
     messages: Annotated[list[AnyMessage], add_messages]
 
 
-def _message(kind: str, text: str) -> BaseMessage:
+def _message(kind: str, text: str) -> AnyMessage:
     return HumanMessage(text) if kind == "human" else AIMessage(text)
 
 
@@ -65,13 +66,13 @@ class LangGraphSaver(System):
         msgs = [_message(k, t) for k, t in messages]
         if msgs and isinstance(msgs[-1], AIMessage):
             self._pending = [msgs.pop()]
-        self._graph.invoke({"messages": msgs}, _config(session_id))
+        self._graph.invoke(State(messages=msgs), _config(session_id))
 
     def turn(self, session_id: str, human: str, ai: str) -> None:
         self._pending = [AIMessage(ai)]
-        self._graph.invoke({"messages": [HumanMessage(human)]}, _config(session_id))
+        self._graph.invoke(State(messages=[HumanMessage(human)]), _config(session_id))
 
-    def load(self, session_id: str) -> list[BaseMessage]:
+    def load(self, session_id: str) -> Any:
         return self._graph.get_state(_config(session_id)).values.get("messages", [])
 
     def summarize(self, loaded: list[BaseMessage]) -> tuple[int, str]:
@@ -94,5 +95,5 @@ class LangGraphSaver(System):
             self._list_fetch *= 2
 
 
-def _config(session_id: str) -> dict[str, Any]:
+def _config(session_id: str) -> RunnableConfig:
     return {"configurable": {"thread_id": session_id}}

@@ -58,8 +58,9 @@ def test_doctor_unhealthy_when_the_server_is_down(env: dict[str, str]) -> None:
 
 
 def test_sessions_commands(env: dict[str, str], database_url: str, data_dir: Path) -> None:
-    from app.core.postgres_session_manager import SessionManager
     from langchain_core.messages import AIMessage, HumanMessage
+
+    from app.core.postgres_session_manager import SessionManager
     from tests.helpers import make_settings
 
     with SessionManager(make_settings(database_url, data_dir), use_postgres=True) as manager:

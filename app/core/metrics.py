@@ -23,3 +23,14 @@ SPOOL_REPLAYED = Counter("isotope_spool_replayed_total", "Spooled writes replaye
 TURNS = Counter("isotope_turns_total", "Engine turns", ["outcome"])
 TURN_SECONDS = Histogram("isotope_turn_seconds", "Engine turn latency", buckets=_LATENCY_BUCKETS)
 SESSIONS_ACTIVE = Gauge("isotope_sessions_active", "Active sessions (as of the last count)")
+
+
+_save_by_backend: dict[str, object] = {}
+
+
+def observe_save(backend: str, seconds: float) -> None:
+    """SAVE_SECONDS for ``backend``; the labelled child is looked up once (saves are hot)."""
+    child = _save_by_backend.get(backend)
+    if child is None:
+        child = _save_by_backend[backend] = SAVE_SECONDS.labels(backend)
+    child.observe(seconds)  # type: ignore[attr-defined]

@@ -277,7 +277,7 @@ class SessionManager:
             field = "metadata" if metadata is not None and _depth(metadata) > _depth(session_data) else "session_data"
             raise InvalidInput(field, "nests lists or dicts too deeply to be stored (hundreds of levels); "
                                       "flatten the structure") from None
-        metrics.SAVE_SECONDS.labels(result.backend).observe(time.perf_counter() - started)
+        metrics.observe_save(result.backend, time.perf_counter() - started)
         if result.skipped:
             log.warning("session %r: skipped values that cannot be stored: %s", session_id,
                         ", ".join(result.skipped[:20]) + (" ..." if len(result.skipped) > 20 else ""))

@@ -133,10 +133,15 @@ def _encode_message(msg: BaseMessage, enc: _Encoder, path: Any) -> dict[str, Any
     for key, value in msg.__dict__.items():
         if key == "type":
             continue
-        default = defaults.get(key, _ABSENT)
-        if key != "content" and default is not _ABSENT and type(value) is type(default) and value == default:
-            continue
-        out[key] = enc.encode(value, (path, key))
+        kind = type(value)
+        if key != "content":
+            default = defaults.get(key, _ABSENT)
+            if default is not _ABSENT and kind is type(default) and value == default:
+                continue
+        if kind is str and not _bad_string(value):
+            out[key] = value  # the common case, without a call and a path per field
+        else:
+            out[key] = enc.encode(value, (path, key))
     extra = msg.__pydantic_extra__
     if extra:
         out["extra"] = enc.encode(dict(extra), (path, "extra"))
@@ -394,8 +399,13 @@ def _as_plain(plain: type, enc: _Encoder, value: Any, path: Any) -> Any:
 
 def encode(value: Any, root: str) -> Encoded:
     """Encode ``value``; ``root`` names it in skip reports (``session_data.tasks``)."""
+    return encode_at(value, (None, root))
+
+
+def encode_at(value: Any, path: Any) -> Encoded:
+    """Encode ``value`` found at ``path`` (a :func:`format_path` chain, formatted only if needed)."""
     enc = _Encoder()
-    out = enc.encode(value, (None, root))
+    out = enc.encode(value, path)
     return Encoded(None if out is _SKIP else out, enc.skipped)
 
 

@@ -43,6 +43,7 @@ class Spool:
         self.failed = self.root / "failed"
         self._last = 0
         self._stamp_lock = threading.Lock()
+        self._empty_at: int | None = None  # the directory's mtime when last seen empty
 
     def open(self) -> None:
         self.failed.mkdir(parents=True, exist_ok=True)
@@ -95,7 +96,28 @@ class Spool:
         return [self.root / name for name in names]
 
     def has_pending(self, session_id: str) -> bool:
-        return bool(self.pending(session_id))
+        return self.maybe_pending() and bool(self.pending(session_id))
+
+    def maybe_pending(self) -> bool:
+        """False when the spool is certainly empty, for the price of one stat (every save asks).
+
+        Adding or removing a record changes the directory's mtime. A scan that found it empty is
+        remembered with the mtime seen before the scan, but only if that mtime was already two
+        seconds old: file timestamps are as coarse as the kernel's tick, and a record created
+        within the tick of a recent mtime could leave it unchanged. Any change after an old mtime
+        gets a new one, so an unchanged old mtime proves the directory still empty.
+        """
+        try:
+            mtime = os.stat(self.root).st_mtime_ns
+        except FileNotFoundError:
+            return False
+        if mtime == self._empty_at:
+            return False
+        old = time.time_ns() - mtime > 2_000_000_000
+        pending = bool(self.pending())
+        if not pending and old:
+            self._empty_at = mtime
+        return pending
 
     def depth(self) -> int:
         return len(self.pending())

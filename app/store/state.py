@@ -47,9 +47,9 @@ def snapshot(value: Any) -> Any:
     if kind in _IMMUTABLE:
         return value
     if kind is dict:
-        return {k: snapshot(v) for k, v in value.items()}
+        return {k: snapshot(v) for k, v in value.items()} if value else {}
     if kind is list:
-        return [snapshot(v) for v in value]
+        return [snapshot(v) for v in value] if value else []
     if kind is tuple or kind is frozenset:
         return kind(snapshot(v) for v in value)
     if kind is set:
@@ -75,11 +75,16 @@ def view(message: Any) -> Any:
 
 def message_snapshot(message: Any) -> Any:
     if isinstance(message, BaseModel):
-        return snapshot(message.__dict__)
+        # snapshot(message.__dict__), without a call per immutable field (most of them).
+        fields = message.__dict__.copy()
+        for key, value in fields.items():
+            if type(value) not in _IMMUTABLE:
+                fields[key] = snapshot(value)
+        return fields
     return snapshot(message)
 
 
-@dataclass
+@dataclass(slots=True)
 class MemberState:
     """One top-level member other than the messages, as stored."""
 
@@ -122,7 +127,7 @@ class CacheEntry:
         return self._materialise()
 
 
-@dataclass
+@dataclass(slots=True)
 class Plan:
     """One save, worked out before any I/O. ``expected_version`` None means: no usable cache."""
 
@@ -159,14 +164,20 @@ def _utf8_len(text: str) -> int:
     return len(text) if text.isascii() else len(text.encode("utf-8"))
 
 
-def _encode_text(value: Any, root: str, skipped: list[str], limit: int | None) -> tuple[str, int]:
-    encoded = codec.encode(value, root)
+def _encode_text(value: Any, root: Any, skipped: list[str], limit: int | None) -> tuple[str, int]:
+    """Encode and measure one value; ``root`` is a name or a codec path (formatted only on error)."""
+    path = root if type(root) is tuple else (None, root)
+    encoded = codec.encode_at(value, path)
     skipped.extend(encoded.skipped)
     text = codec.dumps(encoded.value)
     size = _utf8_len(text)
     if limit is not None and size > limit:
-        raise LimitExceeded(root, f"is {size} bytes encoded; the limit is {limit} (store.max_message_bytes)")
+        raise LimitExceeded(codec.format_path(path),
+                            f"is {size} bytes encoded; the limit is {limit} (store.max_message_bytes)")
     return text, size
+
+
+_MESSAGES_PATH = (None, "session_data.messages")
 
 
 def plan_save(
@@ -201,9 +212,7 @@ def plan_save(
     new_texts: list[str] = []
     new_sizes: list[int] = []
     for offset, message in enumerate(new_msgs):
-        text, size = _encode_text(
-            message, f"session_data.messages[{base + offset}]", skipped, limits.max_message_bytes
-        )
+        text, size = _encode_text(message, (_MESSAGES_PATH, base + offset), skipped, limits.max_message_bytes)
         new_texts.append(text)
         new_sizes.append(size)
     if entry is None:
@@ -211,19 +220,23 @@ def plan_save(
         message_bytes = sum(new_sizes)
     elif entry.sizes is None:  # append after a load: only the total is known
         sizes, message_bytes = None, entry.total_bytes + sum(new_sizes)
+    elif base == entry.count:  # the common append: no O(history) work
+        sizes = entry.sizes + new_sizes
+        message_bytes = entry.total_bytes + sum(new_sizes)
     else:
         sizes = entry.sizes[:base] + new_sizes
         message_bytes = sum(sizes)
     snaps = (entry.snaps[:base] if entry is not None else []) + [message_snapshot(m) for m in new_msgs]
 
-    members = _plan_members(data, messages is not None, entry, skipped)
+    members, members_changed = _plan_members(data, messages is not None, entry, skipped)
     total = message_bytes + sum(_utf8_len(m.text) for m in members.values())
     if total > limits.max_session_bytes:
         raise LimitExceeded(
             "session_data", f"is {total} bytes encoded; the limit is {limits.max_session_bytes} "
             "(store.max_session_bytes)"
         )
-    _place_members(members, limits.inline_bytes)
+    if members_changed or entry is None:
+        _place_members(members, limits.inline_bytes)
     old_members = entry.members if entry is not None else {}
     upsert = {
         name: m.text for name, m in members.items()
@@ -309,19 +322,30 @@ def _common_prefix(live: list[Any], entry: CacheEntry | None) -> tuple[int, bool
 
 def _plan_members(
     data: dict[str, Any], messages_is_list: bool, entry: CacheEntry | None, skipped: list[str]
-) -> dict[str, MemberState]:
+) -> tuple[dict[str, MemberState], bool]:
+    """The members as they should be stored, and whether any changed since ``entry``.
+
+    Unchanged members keep their (immutable from here on) MemberState, so a save that changes
+    none allocates nothing for them and keeps their placement.
+    """
     members: dict[str, MemberState] = {}
     old = entry.members if entry is not None else {}
+    changed = False
     for name, value in data.items():
         if name == MESSAGES and messages_is_list:
             continue
         before = old.get(name)
         if before is not None and _same(value, before.snap):
-            members[name] = MemberState(before.snap, before.text, before.inline)
+            members[name] = before
             continue
         text, _ = _encode_text(value, f"session_data.{name}", skipped, None)
         members[name] = MemberState(snapshot(value), text, True)
-    return members
+        changed = True
+    if changed or len(members) != len(old):
+        # Placement may move unchanged members too: give them states of their own first.
+        members = {name: MemberState(m.snap, m.text, m.inline) for name, m in members.items()}
+        return members, True
+    return members, False
 
 
 def _same(value: Any, snap: Any) -> bool:

@@ -246,3 +246,21 @@ def _try_save(manager: SessionManager) -> object:
         return manager.save("other", {"messages": []})
     except Exception as exc:  # the test inspects which error it was
         return exc
+
+
+def test_the_spool_emptiness_shortcut_never_hides_a_record(tmp_path: Path) -> None:
+    import os
+
+    from app.store.spool import Spool
+
+    spool = Spool(tmp_path)
+    spool.open()
+    old = time.time_ns() - 10_000_000_000
+    os.utime(spool.root, ns=(old, old))
+    assert spool.maybe_pending() is False and spool._empty_at == old  # remembered: one stat from now on
+    spool.append({"session_id": "s", "write_id": "w", "kind": "save"})
+    assert spool.maybe_pending() is True and spool.has_pending("s") and not spool.has_pending("t")
+    for path in spool.pending():
+        spool.remove(path)
+    assert spool.maybe_pending() is False
+    assert spool._empty_at != os.stat(spool.root).st_mtime_ns  # a fresh mtime is not trusted yet

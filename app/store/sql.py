@@ -33,17 +33,17 @@ _APPEND_VALUES = """, msg AS (
 _APPEND_UNNEST = """, msg AS (
     INSERT INTO isotope_messages (session_id, seq, message)
     SELECT %(sid)s, %(base)s + t.ord::int - 1, t.m::jsonb
-      FROM upd, unnest(%(msgs)s::text[]) WITH ORDINALITY AS t(m, ord)
+      FROM upd, unnest(%(msgs)b::text[]) WITH ORDINALITY AS t(m, ord)
 )"""
 
 _APPEND_MEMBERS = """, mem AS (
     INSERT INTO isotope_session_members (session_id, name, value)
     SELECT %(sid)s, u.k, u.v::jsonb
-      FROM upd, unnest(%(mk)s::text[], %(mv)s::text[]) AS u(k, v)
+      FROM upd, unnest(%(mk)b::text[], %(mv)b::text[]) AS u(k, v)
         ON CONFLICT (session_id, name) DO UPDATE SET value = EXCLUDED.value
 ), gone AS (
     DELETE FROM isotope_session_members
-     WHERE session_id = %(sid)s AND name = ANY(%(del)s::text[]) AND EXISTS (SELECT FROM upd)
+     WHERE session_id = %(sid)s AND name = ANY(%(del)b::text[]) AND EXISTS (SELECT FROM upd)
 )"""
 
 APPEND_VALUES_MAX = 8
@@ -81,7 +81,7 @@ RETURNING version, created_at, last_updated, expires_at
 FIRST_DIFFERENCE = """
 WITH new AS (
     SELECT t.ord::int - 1 AS seq, t.m::jsonb AS message
-      FROM unnest(%(msgs)s::text[]) WITH ORDINALITY AS t(m, ord)
+      FROM unnest(%(msgs)b::text[]) WITH ORDINALITY AS t(m, ord)
 ), old AS (
     SELECT seq, message FROM isotope_messages WHERE session_id = %(sid)s
 )
@@ -97,22 +97,22 @@ CUT_MESSAGES = "DELETE FROM isotope_messages WHERE session_id = %(sid)s AND seq 
 INSERT_MESSAGES = """
 INSERT INTO isotope_messages (session_id, seq, message)
 SELECT %(sid)s, %(base)s + t.ord::int - 1, t.m::jsonb
-  FROM unnest(%(msgs)s::text[]) WITH ORDINALITY AS t(m, ord)
+  FROM unnest(%(msgs)b::text[]) WITH ORDINALITY AS t(m, ord)
 """
 
 UPSERT_MEMBERS = """
 INSERT INTO isotope_session_members AS b (session_id, name, value)
-SELECT %(sid)s, u.k, u.v::jsonb FROM unnest(%(mk)s::text[], %(mv)s::text[]) AS u(k, v)
+SELECT %(sid)s, u.k, u.v::jsonb FROM unnest(%(mk)b::text[], %(mv)b::text[]) AS u(k, v)
     ON CONFLICT (session_id, name) DO UPDATE SET value = EXCLUDED.value
  WHERE b.value IS DISTINCT FROM EXCLUDED.value
 """
 
 DELETE_OTHER_MEMBERS = """
-DELETE FROM isotope_session_members WHERE session_id = %(sid)s AND NOT (name = ANY(%(keep)s::text[]))
+DELETE FROM isotope_session_members WHERE session_id = %(sid)s AND NOT (name = ANY(%(keep)b::text[]))
 """
 
 DELETE_MEMBERS = """
-DELETE FROM isotope_session_members WHERE session_id = %(sid)s AND name = ANY(%(names)s::text[])
+DELETE FROM isotope_session_members WHERE session_id = %(sid)s AND name = ANY(%(names)b::text[])
 """
 
 UPDATE_ROW = """
@@ -151,7 +151,7 @@ RETURNING version, created_at, last_updated, expires_at
 # Did a write whose outcome was unknown (connection lost at commit) land after all?
 TAIL_MATCHES = """
 SELECT count(*) FROM isotope_messages m
-  JOIN unnest(%(msgs)s::text[]) WITH ORDINALITY AS t(x, ord) ON m.seq = %(base)s + t.ord::int - 1
+  JOIN unnest(%(msgs)b::text[]) WITH ORDINALITY AS t(x, ord) ON m.seq = %(base)s + t.ord::int - 1
  WHERE m.session_id = %(sid)s AND m.message = t.x::jsonb
 """
 

@@ -70,6 +70,7 @@ class StoreConfig(_Section):
     max_message_bytes: int = Field(8 * 1024 * 1024, ge=256)
     inline_member_bytes: int = Field(2048, ge=0, le=1024 * 1024)
     cache_sessions: int = Field(1000, ge=0)
+    cache_messages: int = Field(200_000, ge=0)
     prepare_threshold: int | None = Field(2, ge=0)
     spool_replay_interval_s: float = Field(1.0, gt=0, le=600)
 

@@ -147,7 +147,7 @@ class PostgresSessionStore:
         self.config = config
         self._pool: ConnectionPool[psycopg.Connection[Any]] | None = None
         self._pool_lock = threading.Lock()
-        self._cache = SessionCache(config.cache_sessions)
+        self._cache = SessionCache(config.cache_sessions, config.cache_messages)
         self._limits = Limits(config.max_message_bytes, config.max_session_bytes, config.inline_member_bytes)
         self._held = threading.local()
         self._deadlines = DEADLINES

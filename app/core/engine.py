@@ -109,7 +109,7 @@ class IsotopeEngine:
             max_steps=engine_cfg.max_steps,
             system_prompt=engine_cfg.system_prompt or SYSTEM_PROMPT,
         )
-        self._cache = SessionCache(self.settings.store.cache_sessions, self.settings.store.cache_messages)
+        self._cache = SessionCache(self.settings.store.cache_sessions)
         if self._owns_manager:
             self.manager.open()
             # The guide never closes its engines: close the pool when the engine is collected or

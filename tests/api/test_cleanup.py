@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import httpx
+import psycopg
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -43,15 +44,33 @@ def test_two_instances_expire_sessions_once(database_url: str, data_dir: Path) -
             assert kept in active_ids(a)
             inactive = b.get("/api/sessions/postgres/sessions", params={"limit": 10_000, "include_inactive": True})
             assert doomed <= {s["session_id"] for s in inactive.json()["sessions"]}  # soft: still there
-        # Let both run several more passes side by side.
-        wait_for(lambda: all(counters(s, "isotope_cleanup_runs", "outcome").get("done", 0) >= 3 for s in servers),
-                 timeout=20)
-        changed = [counters(s, "isotope_cleanup_sessions", "action").get("deactivated", 0) for s in servers]
+
+        # Expired sessions are listed as inactive at once; the expiry task then flags them.
+        def deactivated() -> list[float]:
+            return [counters(s, "isotope_cleanup_sessions", "action").get("deactivated", 0) for s in servers]
+
+        def still_flagged_active() -> int:
+            with psycopg.connect(database_url, autocommit=True) as conn:
+                row = conn.execute("SELECT count(*) FROM isotope_sessions WHERE session_id = ANY(%s) AND is_active",
+                                   (list(doomed),)).fetchone()
+            assert row is not None
+            return int(row[0])
+
+        wait_for(lambda: still_flagged_active() == 0, timeout=20)
+        wait_for(lambda: sum(deactivated()) >= len(doomed), timeout=20)
+        # Then let both run several more passes side by side: nothing may be counted twice.
+        before = [counters(s, "isotope_cleanup_runs", "outcome").get("done", 0) for s in servers]
+        wait_for(lambda: all(counters(s, "isotope_cleanup_runs", "outcome").get("done", 0) >= b + 3
+                             for s, b in zip(servers, before, strict=True)), timeout=20)
+        changed = deactivated()
         runs = [counters(s, "isotope_cleanup_runs", "outcome") for s in servers]
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            kept_row = conn.execute("SELECT is_active FROM isotope_sessions WHERE session_id = %s", (kept,)).fetchone()
     finally:
         for server in servers:
             server.stop()
     assert sum(changed) == len(doomed), (changed, runs)  # each session deactivated exactly once
+    assert kept_row == (True,)
     assert all(r.get("failed", 0) == 0 for r in runs), runs
     for server in servers:
         log = server.log()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import sys
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,14 @@ from app.config import Settings, load_settings
 
 REPO = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listened on a moment ago: for servers to start, or as an
+    address where no PostgreSQL answers (connections are refused)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def make_settings(database_url: str | None, data_dir: Path, **overrides: Any) -> Settings:

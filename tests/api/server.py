@@ -14,15 +14,10 @@ from typing import Any
 import httpx
 import yaml
 
-from tests.helpers import PYTHON, subprocess_env
+from tests.helpers import PYTHON, free_port, subprocess_env
 
 START_TIMEOUT_S = 60.0
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def port_is_free(port: int) -> bool:

@@ -10,7 +10,8 @@ import httpx
 import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from tests.api.server import ApiServer, assert_error, free_port
+from tests.api.server import ApiServer, assert_error
+from tests.helpers import free_port
 
 TOKEN = "tok-3f9a-do-not-leak-me"
 LIMIT = 4096

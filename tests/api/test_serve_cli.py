@@ -5,8 +5,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from tests.api.server import free_port
-from tests.helpers import PYTHON, subprocess_env
+from tests.helpers import PYTHON, free_port, subprocess_env
 
 
 def serve(database_url: str, data_dir: Path, config: str, **env: str) -> subprocess.CompletedProcess[str]:

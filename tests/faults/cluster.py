@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import socket
 import stat
 import subprocess
 import tempfile
@@ -33,6 +32,7 @@ from psycopg.conninfo import make_conninfo
 
 from app.store.embedded import _pgserver
 from app.store.schema import migrate
+from tests.helpers import free_port
 
 SYSTEM_USER = "pgserver"
 
@@ -40,11 +40,6 @@ SYSTEM_USER = "pgserver"
 def binaries() -> Path:
     return Path(_pgserver().__file__).parent / "pginstall" / "bin"
 
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _chown_tree(root: Path, user: str) -> None:
@@ -63,7 +58,7 @@ class Cluster:
         self.base = Path(tempfile.mkdtemp(prefix="isotope-fault-pg-"))
         self.pgdata = self.base / "pgdata"
         self.log = self.base / "server.log"
-        self.port = _free_port()
+        self.port = free_port()
         self.user: str | None = None
         self.template: str | None = None
         if os.geteuid() == 0:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -14,15 +13,10 @@ from langchain_core.messages import AIMessage, HumanMessage
 
 from app.core.postgres_session_manager import SessionManager
 from tests.faults.cluster import Cluster
-from tests.helpers import make_settings
+from tests.helpers import free_port, make_settings
 
 pytestmark = [pytest.mark.fault, pytest.mark.slow]
 
-
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def turns(n: int, prefix: str = "t") -> list:
@@ -96,7 +90,7 @@ def test_temporary_files_of_killed_writers_are_removed_at_open(data_dir: Path) -
                  data_dir / "sessions" / f"abc.tmp{live_pid}"]
     for path in leftovers + in_flight:
         path.write_text("{", encoding="utf-8")
-    url = f"postgresql://isotope@127.0.0.1:{closed_port()}/isotope"
+    url = f"postgresql://isotope@127.0.0.1:{free_port()}/isotope"
     with SessionManager(make_settings(url, data_dir, **{"store.connect_timeout_s": 0.5}), use_postgres=True):
         assert not any(path.exists() for path in leftovers)
         assert all(path.exists() for path in in_flight)

@@ -6,7 +6,6 @@ the file store, and the outage spool.
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,21 +14,16 @@ from langchain_core.messages import AIMessage, HumanMessage
 
 from app.core.postgres_session_manager import SessionManager
 from app.errors import LimitExceeded
-from tests.helpers import make_settings
+from tests.helpers import free_port, make_settings
 
 MESSAGE_LIMIT = 512
 SESSION_LIMIT = 4096
 
 
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
 
 @pytest.fixture(params=["postgres", "files", "outage"])
 def limited(request: pytest.FixtureRequest, database_url: str, data_dir: Path) -> Iterator[SessionManager]:
-    url = database_url if request.param != "outage" else f"postgresql://isotope@127.0.0.1:{closed_port()}/x"
+    url = database_url if request.param != "outage" else f"postgresql://isotope@127.0.0.1:{free_port()}/x"
     settings = make_settings(url, data_dir, **{"store.max_message_bytes": MESSAGE_LIMIT,
                                               "store.max_session_bytes": SESSION_LIMIT,
                                               "store.connect_timeout_s": 0.5})

@@ -5,7 +5,6 @@ Run over PostgreSQL, the file store, and PostgreSQL unreachable (outage spool pl
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,7 +17,7 @@ from langchain_core.messages import HumanMessage
 
 from app.core.postgres_session_manager import SessionManager
 from app.errors import InvalidInput
-from tests.helpers import make_settings
+from tests.helpers import free_port, make_settings
 from tests.hostile.strategies import (
     ANY_CHAR,
     same,
@@ -40,17 +39,12 @@ PROPERTY = settings(max_examples=120, deadline=None, derandomize=True,
 FIELDS = {"session_id", "session_data", "metadata", "expires_in_hours", "limit", "offset"}
 
 
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
 
 @pytest.fixture(params=["postgres", "files", "outage"])
 def hostile_manager(request: pytest.FixtureRequest, database_url: str, data_dir: Path) -> Iterator[SessionManager]:
     """The manager over PostgreSQL, over the file store, and with PostgreSQL unreachable."""
     if request.param == "outage":
-        url = f"postgresql://isotope@127.0.0.1:{closed_port()}/isotope"
+        url = f"postgresql://isotope@127.0.0.1:{free_port()}/isotope"
         settings_ = make_settings(url, data_dir, **{"store.connect_timeout_s": 0.5})
     else:
         settings_ = make_settings(database_url, data_dir)

@@ -15,7 +15,7 @@ from langchain_core.messages import AIMessage, HumanMessage
 
 from app.core.postgres_session_manager import SessionManager
 from app.store.schema import LATEST_VERSION
-from tests.helpers import PYTHON, REPO, make_settings, subprocess_env
+from tests.helpers import PYTHON, REPO, free_port, make_settings, subprocess_env
 
 PROSE = ("Durable sessions keep every message of a conversation safe across restarts and outages. " * 8)[:595]
 
@@ -139,14 +139,9 @@ def test_restore_reports_a_corrupt_row_and_restores_the_rest(manager: SessionMan
     assert all(e["error"] for e in result["errors"])
 
 
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
 
 def test_outage_falls_back_to_files_within_two_seconds(data_dir: Path) -> None:
-    url = f"postgresql://isotope:secret-pw@127.0.0.1:{closed_port()}/isotope"
+    url = f"postgresql://isotope:secret-pw@127.0.0.1:{free_port()}/isotope"
     settings = make_settings(url, data_dir)
     state = {"messages": history(3), "tasks": [{"t": 1}], "files": {}, "metadata": {}}
     with SessionManager(settings, use_postgres=True) as manager:

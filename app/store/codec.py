@@ -488,16 +488,7 @@ _DECODERS: dict[str, Callable[[dict[str, Any]], Any]] = {
 
 
 def _hook(obj: dict[str, Any]) -> Any:
-    if TAG not in obj:
-        return obj
-    if obj[TAG] == "msg":
-        try:
-            return _decode_message(obj)
-        except CodecError:
-            raise
-        except Exception as exc:
-            raise CodecError(f"malformed message: {exc}") from exc
-    return _decode_tag(obj)
+    return _decode_tag(obj) if TAG in obj else obj
 
 
 _tagged_decoder = json.JSONDecoder(object_hook=_hook)  # json.loads(object_hook=...) builds one per call

@@ -166,9 +166,8 @@ def _utf8_len(text: str) -> int:
     return len(text) if text.isascii() else len(text.encode("utf-8"))
 
 
-def _encode_text(value: Any, root: Any, skipped: list[str], limit: int | None) -> tuple[str, int]:
-    """Encode and measure one value; ``root`` is a name or a codec path (formatted only on error)."""
-    path = root if type(root) is tuple else (None, root)
+def _encode_text(value: Any, path: Any, skipped: list[str], limit: int | None) -> tuple[str, int]:
+    """Encode and measure one value found at ``path`` (a codec path, formatted only on error)."""
     encoded = codec.encode_at(value, path)
     skipped.extend(encoded.skipped)
     text = codec.dumps(encoded.value)
@@ -179,7 +178,8 @@ def _encode_text(value: Any, root: Any, skipped: list[str], limit: int | None) -
     return text, size
 
 
-_MESSAGES_PATH = (None, "session_data.messages")
+_SESSION_DATA_PATH = (None, "session_data")
+_MESSAGES_PATH = (_SESSION_DATA_PATH, "messages")
 
 
 def plan_save(
@@ -249,7 +249,7 @@ def plan_save(
                                                                            or members[name].inline)]
     meta_text = None
     if metadata is not None:
-        meta_text, _ = _encode_text(metadata, "metadata", skipped, limits.max_message_bytes)
+        meta_text, _ = _encode_text(metadata, (None, "metadata"), skipped, limits.max_message_bytes)
 
     new_entry = CacheEntry(version=0, snaps=snaps, sizes=sizes, total_bytes=message_bytes,
                            members=members)
@@ -340,7 +340,7 @@ def _plan_members(
         if before is not None and _same(value, before.snap):
             members[name] = before
             continue
-        text, _ = _encode_text(value, f"session_data.{name}", skipped, None)
+        text, _ = _encode_text(value, (_SESSION_DATA_PATH, name), skipped, None)
         members[name] = MemberState(snapshot(value), text, True)
         changed = True
     if changed or len(members) != len(old):

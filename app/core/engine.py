@@ -33,11 +33,9 @@ the engine's in-memory copies, reports failures and never aborts start-up.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 import uuid
 import weakref
-from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack
 from typing import Any
@@ -51,6 +49,7 @@ from app.agent.state import empty_session_state, extra_keys, session_state, to_s
 from app.agent.tools import default_tools
 from app.agent.turn import Event, Turn
 from app.config import Settings, load_settings
+from app.core.lru import BoundedLRU
 from app.core.postgres_session_manager import SessionManager
 from app.errors import EngineError, InvalidInput, SessionBusy, SessionNotFound
 
@@ -109,7 +108,8 @@ class IsotopeEngine:
             max_steps=engine_cfg.max_steps,
             system_prompt=engine_cfg.system_prompt or SYSTEM_PROMPT,
         )
-        self._cache = SessionCache(self.settings.store.cache_sessions)
+        # The engine's in-memory copies: session id -> (stored version, state).
+        self._cache: BoundedLRU[tuple[int, dict[str, Any]]] = BoundedLRU(self.settings.store.cache_sessions)
         if self._owns_manager:
             self.manager.open()
             # The guide never closes its engines: close the pool when the engine is collected or
@@ -158,7 +158,7 @@ class IsotopeEngine:
         data = empty_session_state(listing)
         # The store's primary key decides whether the id is free (SessionExists, an InvalidInput).
         result = self.manager.create(session_id, data, metadata=listing, expires_in_hours=expires_in_hours)
-        self._cache.put(session_id, result.version, data)
+        self._cache.put(session_id, (result.version, data))
         log.info("created session %s version=%d store=%s", session_id, result.version, result.backend)
         return session_id
 
@@ -221,7 +221,7 @@ class IsotopeEngine:
             assert turn.state is not None
             data = to_session_data(turn.state, extra_keys(state))
             result = self.manager.save(session_id, data)
-            self._cache.put(session_id, result.version, data)
+            self._cache.put(session_id, (result.version, data))
             clock.lap("save")
         log.info(
             "turn session=%s version=%d->%d messages=%d appended=%d%s store=%s %s",
@@ -249,7 +249,7 @@ class IsotopeEngine:
         if stored is None:
             raise SessionNotFound(session_id, "deleted or expired while waiting for its lock")
         log.info("reloaded session %s: version %s -> %d", session_id, cached and cached[0], stored.version)
-        self._cache.put(session_id, stored.version, stored.data)
+        self._cache.put(session_id, (stored.version, stored.data))
         return stored.version, stored.data
 
     # -- restore -----------------------------------------------------------------------------
@@ -274,7 +274,7 @@ class IsotopeEngine:
         # Oldest first, so the newest end up most recent in the cache.
         for session_id, data in reversed(list(sessions.items())):
             if session_id in versions:
-                self._cache.put(session_id, versions[session_id], data)
+                self._cache.put(session_id, (versions[session_id], data))
         result["session_ids"] = list(sessions)  # newest first, as the manager loaded them
         if result.get("failed_count"):
             log.warning(
@@ -336,31 +336,6 @@ class _Clock:
 
     def __str__(self) -> str:
         return " ".join(f"{name}={ms:.1f}ms" for name, ms in self.laps.items())
-
-
-class SessionCache:
-    """The engine's in-memory copies: session id -> (stored version, state), least recent evicted."""
-
-    def __init__(self, capacity: int) -> None:
-        self.capacity = capacity
-        self._items: OrderedDict[str, tuple[int, dict[str, Any]]] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, session_id: str) -> tuple[int, dict[str, Any]] | None:
-        with self._lock:
-            item = self._items.get(session_id)
-            if item is not None:
-                self._items.move_to_end(session_id)
-            return item
-
-    def put(self, session_id: str, version: int, state: dict[str, Any]) -> None:
-        if self.capacity <= 0:
-            return
-        with self._lock:
-            self._items[session_id] = (version, state)
-            self._items.move_to_end(session_id)
-            while len(self._items) > self.capacity:
-                self._items.popitem(last=False)
 
 
 def _enable_info_logging() -> None:

@@ -27,7 +27,6 @@ import logging
 import threading
 import time
 import uuid
-from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -36,6 +35,7 @@ from typing import Any
 
 from app.config import Settings, load_settings
 from app.core import metrics
+from app.core.lru import BoundedLRU
 from app.errors import (
     InvalidInput,
     IsotopeError,
@@ -95,7 +95,7 @@ class SessionManager:
         # What PostgreSQL last said about each recently used session, so that during an outage a
         # session this process was working on is still known (and its version right) before it
         # has a local copy; without it the first turn after the server dies finds "no session".
-        self._known = _KnownSessions(self.settings.store.cache_sessions)
+        self._known: BoundedLRU[SessionInfo] = BoundedLRU(max(self.settings.store.cache_sessions, 1))
         self._replaying = threading.Lock()  # one replay pass at a time in this process
         self._waiting = 0  # turns waiting for it: a background pass stops early for them
         self._waiting_lock = threading.Lock()
@@ -298,7 +298,7 @@ class SessionManager:
                 self._trip(exc, "save")
                 uncertain = True
             else:
-                self._known.saved(session_id, result, metadata, hours)
+                self._remember_save(session_id, result, metadata, hours)
                 return result
         return self._spool_save(session_id, data, metadata, hours, uncertain)
 
@@ -321,7 +321,7 @@ class SessionManager:
             except StoreUnavailable as exc:
                 self._trip(exc, "create")
             else:
-                self._known.saved(session_id, result, metadata, hours)
+                self._remember_save(session_id, result, metadata, hours)
                 return result
         if self.files.info(session_id, include_inactive=True) is not None or session_id in self._spool_cache:
             raise SessionExists(session_id)
@@ -407,6 +407,20 @@ class SessionManager:
             finally:
                 if outer:
                     held.discard(session_id)
+
+    def _remember_save(self, session_id: str, result: SaveResult, metadata: dict[str, Any] | None,
+                       hours: float | None) -> None:
+        """Note what PostgreSQL holds after a save (the row's timestamps are not returned; ours
+        are close enough)."""
+        before = self._known.get(session_id)
+        now = datetime.now(UTC)
+        self._known.put(session_id, SessionInfo(
+            session_id=session_id,
+            metadata=dict(metadata) if metadata is not None else before["metadata"] if before else {},
+            created_at=before["created_at"] if before else now, last_updated=now,
+            expires_at=now + timedelta(hours=hours) if hours is not None else before["expires_at"] if before else None,
+            version=result.version, is_active=True, message_count=result.message_count,
+        ))
 
     def _outage_locked(self, session_id: str) -> bool:
         """True inside a turn that took the file lock (PostgreSQL was down when it began)."""
@@ -704,46 +718,6 @@ class SessionManager:
         while not (self._stop.is_set() or self.fallback_active or self._waiting) and self.spool.pending():
             if not self.replay_spool()["replayed"]:
                 return
-
-
-# ---------------------------------------------------------------------------------------------
-# What PostgreSQL said last
-
-
-class _KnownSessions:
-    """A bounded LRU of the last :class:`SessionInfo` PostgreSQL gave for each session."""
-
-    def __init__(self, capacity: int) -> None:
-        self.capacity = max(capacity, 1)
-        self._items: OrderedDict[str, SessionInfo] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, session_id: str) -> SessionInfo | None:
-        with self._lock:
-            return self._items.get(session_id)
-
-    def put(self, session_id: str, info: SessionInfo | None) -> None:
-        with self._lock:
-            if info is None:
-                self._items.pop(session_id, None)
-                return
-            self._items[session_id] = info
-            self._items.move_to_end(session_id)
-            while len(self._items) > self.capacity:
-                self._items.popitem(last=False)
-
-    def saved(self, session_id: str, result: SaveResult, metadata: dict[str, Any] | None,
-              hours: float | None) -> None:
-        """Update after a save (the row's timestamps are not returned; ours are close enough)."""
-        before = self.get(session_id)
-        now = datetime.now(UTC)
-        self.put(session_id, SessionInfo(
-            session_id=session_id,
-            metadata=dict(metadata) if metadata is not None else before["metadata"] if before else {},
-            created_at=before["created_at"] if before else now, last_updated=now,
-            expires_at=now + timedelta(hours=hours) if hours is not None else before["expires_at"] if before else None,
-            version=result.version, is_active=True, message_count=result.message_count,
-        ))
 
 
 def _depth(value: Any) -> int:

@@ -345,10 +345,13 @@ def _flock_with_timeout(fd: int, timeout: float, session_id: str) -> None:
 
 
 def _pid_alive(pid: int) -> bool:
+    """Is process ``pid`` running (the writer of a temporary file, say)?"""
+    if pid <= 0:
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
-    return pid > 0
+        return True  # someone else's live process
+    return True

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from app.errors import StoreUnavailable
-from app.store.files import _fsync_dir, _key
+from app.store.files import _fsync_dir, _key, _pid_alive
 
 _counter = itertools.count()
 
@@ -50,7 +50,7 @@ class Spool:
         # A process killed while writing a record leaves its temporary file (never renamed, so
         # never acknowledged); remove those whose writer is gone.
         for entry in os.scandir(self.root):
-            if entry.name.startswith(".") and entry.name.endswith(".tmp") and not _alive(_writer(entry.name)):
+            if entry.name.startswith(".") and entry.name.endswith(".tmp") and not _pid_alive(_writer(entry.name)):
                 Path(entry.path).unlink(missing_ok=True)
         newest = self.pending()
         if newest:
@@ -170,15 +170,3 @@ def _writer(tmp_name: str) -> int:
     """The pid in ``.<stamp>-<key>-<pid>-<n>.json.tmp`` (0 if the name is not one of ours)."""
     parts = tmp_name.split("-")
     return int(parts[2]) if len(parts) == 4 and parts[2].isdigit() else 0
-
-
-def _alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # someone else's live process
-    return True

@@ -51,7 +51,7 @@ from app.agent.turn import Event, Turn
 from app.config import Settings, load_settings
 from app.core.lru import BoundedLRU
 from app.core.postgres_session_manager import SessionManager
-from app.errors import EngineError, InvalidInput, SessionBusy, SessionNotFound
+from app.errors import EngineError, InvalidInput, SessionBusy, SessionNotFound, StoreUnavailable
 
 log = logging.getLogger("isotope.engine")
 
@@ -245,7 +245,18 @@ class IsotopeEngine:
         cached = self._cache.get(session_id)
         if cached is not None and cached[0] == info["version"]:
             return cached
-        stored = self.manager.load(session_id)
+        try:
+            stored = self.manager.load(session_id)
+        except StoreUnavailable:
+            # PostgreSQL went down after it showed a newer version (another instance's turn) and
+            # before this process could read it; there is no local copy of that version. Go on
+            # from this process's own copy: the save is spooled as a delta on it, and the replay
+            # appends it after the newer turns, so both sides are kept.
+            if cached is None or not self.manager.fallback_active:
+                raise
+            log.warning("session %s: PostgreSQL is down and version %d was never read here; continuing from "
+                        "this process's version %d (the replay merges both)", session_id, info["version"], cached[0])
+            return cached
         if stored is None:
             raise SessionNotFound(session_id, "deleted or expired while waiting for its lock")
         log.info("reloaded session %s: version %s -> %d", session_id, cached and cached[0], stored.version)

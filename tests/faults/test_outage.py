@@ -11,6 +11,7 @@ import pytest
 from langchain_core.messages import AIMessage, HumanMessage
 
 from app.config import Settings
+from app.core.engine import IsotopeEngine
 from app.core.postgres_session_manager import SessionManager
 from tests.api.server import ApiServer
 from tests.faults.cluster import Cluster
@@ -229,3 +230,31 @@ def test_a_session_created_just_before_the_outage_takes_turns_during_it(cluster:
     assert not worker.unacked, worker.unacked
     assert [a["version"] for a in worker.acked] == [2, 3, 4]
     assert not audit(fault_db, "newborn", {"worker": [a["text"] for a in worker.acked]}).lost
+
+
+@pytest.mark.timeout(120)
+def test_an_outage_between_seeing_a_newer_version_and_reading_it_keeps_both_instances_turns(
+        cluster: Cluster, fault_db: str, tmp_path: Path) -> None:
+    """Instance B learns from PostgreSQL that A saved a newer version, then the server dies before B
+    reads it. B's turns go on from B's own copy (spooled), and the replay keeps A's turn and B's."""
+    def settings(name: str) -> Settings:
+        (tmp_path / name).mkdir()
+        return make_settings(fault_db, tmp_path / name, **{"store.spool_replay_interval_s": 600,
+                                                           "store.connect_timeout_s": 0.5})
+
+    with IsotopeEngine(config=settings("a")) as a, IsotopeEngine(config=settings("b")) as b:
+        sid = a.create_session(session_id="seen-not-read")
+        assert b.resume_workflow("add task: from b before", sid, stream=False)["version"] == 2
+        assert a.resume_workflow("add task: from a", sid, stream=False)["version"] == 3
+        assert b.manager.session_info(sid)["version"] == 3  # B has seen version 3, never read it
+        cluster.stop("immediate")
+        during = list(b.resume_workflow("add task: from b during", sid))
+        assert during[-1]["type"] == "done", during[-1]
+        assert during[-1]["backend"] == "spool"
+        cluster.start()
+        assert b.manager.pg.probe()
+        b.manager._replay_tick()  # what the background thread does once the server answers
+        assert b.manager.status()["spool_depth"] == 0
+        stored = a.manager.load(sid)
+    humans = [m.content for m in stored.data["messages"] if m.type == "human"]
+    assert humans == ["add task: from b before", "add task: from a", "add task: from b during"]

@@ -32,8 +32,13 @@ tag            Python value                                    stored as
 
 So NUL characters and lone surrogates come back exactly. Anything else (locks, sockets, open files,
 a LangGraph ``InMemoryStore``, arbitrary objects) is *skipped*: left out of its dict or list, and
-reported by path (``session_data.metadata.store``) so the caller can log one warning. Models,
-dataclasses and enums whose class cannot be imported at load time come back as plain dicts.
+reported by path (``session_data.metadata.store``) so the caller can log one warning.
+
+Decoding never imports or calls a name taken from the stored data: whoever can write a row, a
+session file or a spool record must not be able to run code as the server. The class named by a
+``model``, ``dc``, ``enum`` or ``msg`` tag is looked up in a registry: LangChain's message classes
+are built in, and applications add their own with :func:`register`. A class that is not registered
+comes back as plain data (its value or fields) with one warning naming it.
 """
 
 from __future__ import annotations
@@ -43,8 +48,8 @@ import dataclasses
 import datetime as dt
 import enum
 import functools
-import importlib
 import json
+import logging
 import math
 import uuid
 from collections.abc import Callable
@@ -74,6 +79,7 @@ from app.errors import IsotopeError
 
 TAG = "$iso"
 _JSON_SCALARS = (int, bool, type(None))
+log = logging.getLogger("isotope.codec")
 
 
 class CodecError(IsotopeError):
@@ -104,6 +110,56 @@ def _message_classes() -> dict[str, type[BaseMessage]]:
 
 
 _MESSAGE_CLASSES = _message_classes()
+
+# ---------------------------------------------------------------------------------------------
+# The registry of classes a stored value may name
+
+
+_REGISTRY: dict[str, type] = {}
+_WARNED: set[str] = set()
+_MAX_WARNED = 1000  # hostile data could name endless classes; the set must not grow with it
+
+
+def register(cls: type) -> type:
+    """Let stored values of ``cls`` (an Enum, a pydantic model or a dataclass) load as ``cls``.
+
+    Call it at import time of the module that defines the class, before sessions are loaded
+    (``@register`` works as a class decorator). Values of a class that is not registered are
+    still saved, and load as plain data (an enum's value, a model's or dataclass's fields).
+    """
+    if not isinstance(cls, type) or not (
+            issubclass(cls, (enum.Enum, BaseModel)) or dataclasses.is_dataclass(cls)):
+        raise TypeError(f"codec.register() takes an Enum, pydantic model or dataclass class, not {cls!r}")
+    _REGISTRY[_class_path(cls)] = cls
+    return cls
+
+
+def _registered(path: Any, kind: type | None) -> Any:
+    """The registered class stored as ``path`` if it is a ``kind``; else None and one warning."""
+    cls = _REGISTRY.get(path) if type(path) is str else None
+    if cls is not None and (kind is None or issubclass(cls, kind)):
+        return cls
+    _warn_once(path, "a stored value names type %s, which is not registered: it loads as plain data "
+                     "(call app.store.codec.register(cls) at start-up to load it as its class)")
+    return None
+
+
+def _check_registered(cls: type) -> str:
+    """The stored name of ``cls``; warns once when it would not load back as itself."""
+    path = _class_path(cls)
+    if _REGISTRY.get(path) is not cls:
+        _warn_once(path, "values of type %s are saved but will load as plain data: register the class "
+                         "with app.store.codec.register(cls) to load them as themselves")
+    return path
+
+
+def _warn_once(path: Any, message: str) -> None:
+    key = repr(path)[:200]  # repr: a name from data cannot forge log lines
+    if key not in _WARNED and len(_WARNED) < _MAX_WARNED:
+        _WARNED.add(key)
+        log.warning(message, key)
+
+
 _DEFAULTS: dict[type, dict[str, Any]] = {}
 
 
@@ -129,7 +185,7 @@ def _encode_message(msg: BaseMessage, enc: _Encoder, path: Any) -> dict[str, Any
     defaults = _field_defaults(cls)
     out: dict[str, Any] = {TAG: "msg", "type": msg.type}
     if _MESSAGE_CLASSES.get(msg.type) is not cls:
-        out["cls"] = _class_path(cls)
+        out["cls"] = _check_registered(cls)
     for key, value in msg.__dict__.items():
         if key == "type":
             continue
@@ -153,8 +209,12 @@ def _decode_message(obj: dict[str, Any]) -> BaseMessage:
     del obj[TAG]
     cls_path = obj.pop("cls", None)
     extra = obj.pop("extra", None)
-    cls = _import(cls_path) if cls_path else _MESSAGE_CLASSES.get(obj.get("type"))  # type: ignore[arg-type]
-    if cls is None or not (isinstance(cls, type) and issubclass(cls, BaseMessage)):
+    cls: Any = _MESSAGE_CLASSES.get(obj.get("type"))  # type: ignore[arg-type]
+    if cls_path:
+        # A message subclass: only a registered one; else the built-in class of its type.
+        cls = _registered(cls_path, BaseMessage) or cls
+        cls_path = cls_path if cls is _REGISTRY.get(cls_path) else None
+    if cls is None:
         raise CodecError(f"unknown message type {obj.get('type')!r}")
     if "content" not in obj:
         raise CodecError("stored message has no content")
@@ -221,17 +281,6 @@ def _prevalidated(cls: type[BaseMessage], fields: dict[str, Any], extra: dict[st
 
 def _class_path(cls: type) -> str:
     return f"{cls.__module__}:{cls.__qualname__}"
-
-
-def _import(path: str) -> Any:
-    module, _, qualname = path.partition(":")
-    try:
-        obj: Any = importlib.import_module(module)
-        for part in qualname.split("."):
-            obj = getattr(obj, part)
-    except (ImportError, AttributeError, ValueError):
-        return None
-    return obj
 
 
 def _bad_string(s: str) -> bool:
@@ -342,16 +391,16 @@ def _encode_model(enc: _Encoder, value: BaseModel, path: Any) -> Any:
     except Exception:
         enc.skipped.append(f"{format_path(path)} ({_class_path(type(value))}: model_dump failed)")
         return _SKIP
-    return {TAG: "model", "cls": _class_path(type(value)), "v": enc.encode(dumped, path)}
+    return {TAG: "model", "cls": _check_registered(type(value)), "v": enc.encode(dumped, path)}
 
 
 def _encode_dataclass(enc: _Encoder, value: Any, path: Any) -> Any:
     fields = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
-    return {TAG: "dc", "cls": _class_path(type(value)), "v": enc._dict(fields, path)}
+    return {TAG: "dc", "cls": _check_registered(type(value)), "v": enc._dict(fields, path)}
 
 
 def _encode_enum(enc: _Encoder, value: enum.Enum, path: Any) -> Any:
-    return {TAG: "enum", "cls": _class_path(type(value)), "v": enc.encode(value.value, path)}
+    return {TAG: "enum", "cls": _check_registered(type(value)), "v": enc.encode(value.value, path)}
 
 
 _HANDLERS: dict[type, Callable[[_Encoder, Any, Any], Any]] = {
@@ -436,13 +485,14 @@ def _decode_tag(obj: dict[str, Any]) -> Any:
         raise CodecError(f"malformed {tag!r} value: {exc}") from exc
 
 
-def _decode_class_value(obj: dict[str, Any], build: Callable[[Any, Any], Any]) -> Any:
-    cls = _import(obj.get("cls", ""))
-    if cls is None:
+def _decode_class_value(obj: dict[str, Any], kind: type | None, build: Callable[[Any, Any], Any]) -> Any:
+    cls = _registered(obj.get("cls"), kind)
+    if cls is None or (kind is None and not dataclasses.is_dataclass(cls)):
         return obj["v"]
     try:
         return build(cls, obj["v"])
     except Exception:
+        _warn_once(obj.get("cls"), "a stored value of type %s no longer fits its class: it loads as plain data")
         return obj["v"]
 
 
@@ -458,6 +508,9 @@ def _build_dataclass(cls: Any, fields: dict[str, Any]) -> Any:
 def _str_from_tag(obj: dict[str, Any]) -> str:
     return base64.b64decode(obj["v"]).decode("utf-8", "surrogatepass")
 
+
+for _cls in _MESSAGE_CLASSES.values():
+    register(_cls)
 
 _DECODERS: dict[str, Callable[[dict[str, Any]], Any]] = {
     "msg": _decode_message,
@@ -476,9 +529,9 @@ _DECODERS: dict[str, Callable[[dict[str, Any]], Any]] = {
     "complex": lambda o: complex(float(o["v"][0]), float(o["v"][1])),
     "str": _str_from_tag,
     "map": lambda o: {k: v for k, v in o["v"]},
-    "model": lambda o: _decode_class_value(o, lambda cls, v: cls.model_validate(v)),
-    "dc": lambda o: _decode_class_value(o, _build_dataclass),
-    "enum": lambda o: _decode_class_value(o, lambda cls, v: cls(v)),
+    "model": lambda o: _decode_class_value(o, BaseModel, lambda cls, v: cls.model_validate(v)),
+    "dc": lambda o: _decode_class_value(o, None, _build_dataclass),
+    "enum": lambda o: _decode_class_value(o, enum.Enum, lambda cls, v: cls(v)),
     "path": lambda o: Path(o["v"]),
     "ellipsis": lambda o: ...,
     # Markers the store writes into session_data; decoded by the store, not here.

@@ -31,11 +31,13 @@ from pydantic import BaseModel
 from app.store import codec
 
 
+@codec.register
 class Point(BaseModel):
     x: int
     when: dt.datetime
 
 
+@codec.register
 @dataclasses.dataclass
 class Box:
     label: str
@@ -43,6 +45,7 @@ class Box:
     created: dt.date = dataclasses.field(default_factory=dt.date.today)
 
 
+@codec.register
 class Colour(enum.Enum):
     RED = "red"
 

@@ -99,3 +99,16 @@ def test_the_guides_test_script_fails_clearly_without_a_server(env: dict[str, st
     out = subprocess.run([PYTHON, "simple_postgres_test.py"], env=env, cwd=REPO, capture_output=True, text=True,
                          timeout=300)
     assert out.returncode == 1 and "FAIL  connection test" in out.stdout
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["nosuch"], "No such command 'nosuch'"),
+    (["doctor", "--bogus"], "No such option: --bogus"),
+    (["sessions", "show"], "Missing argument"),
+])
+def test_bad_usage_is_one_line_and_exit_2(args: list[str], expected: str, tmp_path: Path) -> None:
+    out = isotope(args, subprocess_env("postgresql://127.0.0.1:9/none", tmp_path))
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert "Traceback" not in out.stdout + out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and expected in lines[0], out.stderr

@@ -21,6 +21,7 @@ from typing import Annotated, Any
 import click
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from app.cli import doctor as doctor_cmd
 from app.cli import sessions as sessions_cmd
@@ -33,6 +34,14 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
+# Typer 0.2x raises the exceptions of its own bundled copy of click (``typer._click``), not those of
+# the installed click: catch the bases of both. typer.BadParameter is a bundled ClickException in
+# the versions that bundle one, and the installed click's in those that do not.
+_CLICK_ERRORS: tuple[type[Exception], ...] = tuple(
+    {click.ClickException, *(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")})
+_EXITS: tuple[type[Exception], ...] = (click.exceptions.Exit, typer.Exit)
+_ABORTS: tuple[type[Exception], ...] = (click.exceptions.Abort, typer.Abort)
+
 app.add_typer(sessions_cmd.app, name="sessions")
 app.command("doctor")(doctor_cmd.doctor)
 app.command("migrate")(doctor_cmd.migrate)
@@ -100,13 +109,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; return the exit status."""
     try:
         result = app(args=list(argv) if argv is not None else None, standalone_mode=False)
-    except click.exceptions.Exit as exc:
-        return int(exc.exit_code)
-    except click.exceptions.Abort:
+    except _EXITS as exc:
+        return int(getattr(exc, "exit_code", 1))
+    except _ABORTS:
         return 130
-    except click.ClickException as exc:
-        exc.show()
-        return exc.exit_code
+    except _CLICK_ERRORS as exc:
+        # Bad usage (unknown command or option, missing argument): one line, exit 2.
+        message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+        Console(stderr=True, highlight=False).print(
+            f"[red]error:[/] {escape(message)} (see 'isotope --help')", markup=True, soft_wrap=True)
+        return int(getattr(exc, "exit_code", 2))
     except ConfigError as exc:
         print_error(exc)
         return 2

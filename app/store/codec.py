@@ -89,11 +89,12 @@ class CodecError(IsotopeError):
 class Encoded:
     """The result of encoding: the JSON-ready value, its text, and what had to be skipped."""
 
-    __slots__ = ("value", "skipped")
+    __slots__ = ("value", "skipped", "dropped")
 
-    def __init__(self, value: Any, skipped: list[str]) -> None:
+    def __init__(self, value: Any, skipped: list[str], dropped: bool = False) -> None:
         self.value = value
         self.skipped = skipped
+        self.dropped = dropped  # the value itself was skipped (``value`` is then None)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -455,7 +456,7 @@ def encode_at(value: Any, path: Any) -> Encoded:
     """Encode ``value`` found at ``path`` (a :func:`format_path` chain, formatted only if needed)."""
     enc = _Encoder()
     out = enc.encode(value, path)
-    return Encoded(None if out is _SKIP else out, enc.skipped)
+    return Encoded(None if out is _SKIP else out, enc.skipped, out is _SKIP)
 
 
 # json.dumps with non-default options builds a new encoder per call; reuse one.

@@ -92,6 +92,8 @@ class FileSessionStore:
             doc = codec.loads(text) if decode else json.loads(text)
         except (ValueError, codec.CodecError) as exc:
             raise codec.CodecError(f"session {session_id!r}: its file cannot be decoded: {exc}") from exc
+        if not isinstance(doc, dict):
+            raise codec.CodecError(f"session {session_id!r}: its file is not a session document")
         return doc if doc.get("session_id") == session_id else None
 
     def _write(self, doc: dict[str, Any]) -> None:
@@ -179,7 +181,9 @@ class FileSessionStore:
             doc = self._read(session_id, decode=True)
         if doc is None or not doc["is_active"] or _expired(doc, _now()):
             return None
-        data = doc["data"]
+        data = doc.get("data")
+        if not isinstance(data, dict):
+            raise codec.CodecError(f"session {session_id!r}: its file holds no session data object")
         if _is_absent_marker(data.get(MESSAGES)):
             del data[MESSAGES]
         info = _info(doc, _now(), decoded=True)

@@ -340,8 +340,11 @@ def _plan_members(
         if before is not None and _same(value, before.snap):
             members[name] = before
             continue
-        text, _ = _encode_text(value, (_SESSION_DATA_PATH, name), skipped, None)
-        members[name] = MemberState(snapshot(value), text, True)
+        encoded = codec.encode_at(value, (_SESSION_DATA_PATH, name))
+        skipped.extend(encoded.skipped)
+        if encoded.dropped:
+            continue  # left out of the stored session, like an unstorable value at any depth
+        members[name] = MemberState(snapshot(value), codec.dumps(encoded.value), True)
         changed = True
     if changed or len(members) != len(old):
         # Placement may move unchanged members too: give them states of their own first.
@@ -381,22 +384,35 @@ def _key_json(name: str) -> str:
 
 def _session_data_text(data: dict[str, Any], members: dict[str, MemberState], count: int, size: int) -> str:
     parts = []
+    has_messages = False
     for name in data:
-        key = _key_json(name)
         if name in members:
             m = members[name]
             body = m.text if m.inline else f'{{"{codec.TAG}":"member","bytes":{len(m.text)}}}'
-        else:
+        elif name == MESSAGES and isinstance(data[name], list):
             body = f'{{"{codec.TAG}":"messages","count":{count},"bytes":{size}}}'
-        parts.append(f"{key}:{body}")
-    if MESSAGES not in data:  # keep the count visible to SQL without inventing a member
+            has_messages = True
+        else:
+            continue  # a member skipped whole (unstorable)
+        parts.append(f"{_key_json(name)}:{body}")
+    if not has_messages:  # keep the count visible to SQL without inventing a member
         parts.append(f'"{MESSAGES}":{{"{codec.TAG}":"messages","count":0,"bytes":0,"present":false}}')
     return "{" + ",".join(parts) + "}"
 
 
 def assemble(session_data: dict[str, Any], messages: list[Any] | None,
              members: dict[str, Any] | None) -> dict[str, Any]:
-    """Rebuild the saved dict from the row's session_data, the message rows and the member rows."""
+    """Rebuild the saved dict from the row's session_data, the message rows and the member rows.
+
+    Raises :class:`~app.store.codec.CodecError` for a row this module cannot have written (another
+    tool's or a bad migration's): session_data that is not an object, message rows without the
+    marker that says where they go, a marker naming a member that has no row.
+    """
+    if not isinstance(session_data, dict):
+        raise codec.CodecError(f"session_data is a JSON {_json_kind(session_data)}, not an object")
+    if messages and not any(isinstance(v, dict) and v.get(codec.TAG) == "messages" for v in session_data.values()):
+        raise codec.CodecError(f"{len(messages)} message rows are stored but session_data has no "
+                               f"{MESSAGES!r} marker")
     out: dict[str, Any] = {}
     members = members or {}
     for name, value in session_data.items():
@@ -410,6 +426,16 @@ def assemble(session_data: dict[str, Any], messages: list[Any] | None,
         else:
             out[name] = value
     return out
+
+
+def _json_kind(value: Any) -> str:
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    if value is None:
+        return "null"
+    return "boolean" if isinstance(value, bool) else "number"
 
 
 def entry_from_loaded(version: int, data: dict[str, Any], out_of_line: set[str],

@@ -205,6 +205,22 @@ def test_unserialisable_members_are_skipped_with_one_warning(any_manager: Sessio
     assert loaded["messages"] == [...] and loaded["metadata"] == {...}
 
 
+def test_an_unserialisable_member_is_skipped_at_every_depth(any_manager: SessionManager, caplog) -> None:
+    import threading
+
+    data = {**state("hi"), "lock": threading.Lock(), "nested": {"ok": 1, "lock2": threading.RLock()}}
+    assert any_manager.save_session("locks", data) is True
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and "skipped" in r.getMessage()]
+    assert len(warnings) == 1
+    assert "session_data.lock" in warnings[0] and "session_data.nested.lock2" in warnings[0]
+    loaded = any_manager.load_session("locks")
+    assert "lock" not in loaded and loaded["nested"] == {"ok": 1}
+    assert loaded == {**state("hi"), "nested": {"ok": 1}}
+    data["messages"].append(AIMessage("again"))  # the next save (a delta) keeps leaving it out
+    assert any_manager.save_session("locks", data) is True
+    assert any_manager.load_session("locks") == {**state("hi"), "nested": {"ok": 1}, "messages": data["messages"]}
+
+
 def test_create_refuses_a_taken_id(any_manager: SessionManager) -> None:
     from app.errors import SessionExists
 

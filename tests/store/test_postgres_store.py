@@ -14,6 +14,7 @@ import pytest
 from langchain_core.messages import AIMessage, HumanMessage
 
 from app.core.postgres_session_manager import SessionManager
+from app.store.codec import CodecError
 from app.store.schema import LATEST_VERSION
 from tests.helpers import PYTHON, REPO, free_port, make_settings, subprocess_env
 
@@ -138,6 +139,52 @@ def test_restore_reports_a_corrupt_row_and_restores_the_rest(manager: SessionMan
     assert result["failed_count"] == 2 and sorted(result["failed_session_ids"]) == ["s1", "s2"]
     assert all(e["error"] for e in result["errors"])
 
+
+
+# Rows another tool or a bad migration could leave: (how, the reason's words).
+DAMAGE = {
+    "string": ("""UPDATE isotope_sessions SET session_data = '"a string"' WHERE session_id = %(sid)s""",
+               "JSON string, not an object"),
+    "array": ("UPDATE isotope_sessions SET session_data = '[1, 2]' WHERE session_id = %(sid)s",
+              "JSON array, not an object"),
+    "number": ("UPDATE isotope_sessions SET session_data = '42' WHERE session_id = %(sid)s",
+               "JSON number, not an object"),
+    "no-marker": ("UPDATE isotope_sessions SET session_data = session_data - 'messages' WHERE session_id = %(sid)s",
+                  "no 'messages' marker"),
+    "bad-message": ("""UPDATE isotope_messages SET message = '{"$iso": "msg"}' WHERE session_id = %(sid)s""",
+                    "cannot be decoded"),
+    "dangling-member": ("DELETE FROM isotope_session_members WHERE session_id = %(sid)s",
+                        "member 'blob' is missing"),
+}
+
+
+def test_restore_goes_on_past_damaged_rows(manager: SessionManager, database_url: str, data_dir: Path) -> None:
+    data = {"messages": history(2), "tasks": [], "blob": "x" * 5000}  # blob is stored out of line
+    healthy = [f"ok-{n}" for n in range(3)]
+    for sid in [*healthy, *DAMAGE]:
+        manager.save_session(sid, data)
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        for sid, (statement, _) in DAMAGE.items():
+            conn.execute(statement, {"sid": sid})
+    with SessionManager(make_settings(database_url, data_dir), use_postgres=True) as fresh:  # nothing cached
+        result = fresh.restore_all_sessions(include_data=True)
+        assert sorted(result["sessions"]) == healthy and result["restored_count"] == 3
+        assert result["failed_count"] == len(DAMAGE) and sorted(result["failed_session_ids"]) == sorted(DAMAGE)
+        reasons = {e["session_id"]: e["error"] for e in result["errors"]}
+        for sid, (_, words) in DAMAGE.items():
+            assert words in reasons[sid] and repr(sid) in reasons[sid] and "\n" not in reasons[sid]
+            with pytest.raises(CodecError, match=words):
+                fresh.load_session(sid)
+        assert fresh.load_session("ok-0") == data
+
+
+def test_a_non_object_message_row_is_restored_as_stored(manager: SessionManager, database_url: str) -> None:
+    manager.save_session("scalar", {"messages": history(2)})
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("""UPDATE isotope_messages SET message = '"plain text"' WHERE session_id = 'scalar' AND seq = 0""")
+    manager.pg.forget("scalar")
+    result = manager.restore_all_sessions(include_data=True)
+    assert result["failed_count"] == 0 and result["sessions"]["scalar"]["messages"][0] == "plain text"
 
 
 def test_outage_falls_back_to_files_within_two_seconds(data_dir: Path) -> None:

@@ -29,6 +29,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
 from app.errors import ConfigError
+from app.masking import mask_conninfo
 
 DEFAULT_CONFIG_PATH = Path("config") / "config.yaml"
 
@@ -284,11 +285,5 @@ def conninfo_password(conninfo: str | None) -> str | None:
 
 
 def redact_conninfo(conninfo: str) -> str:
-    """The connection string with any password replaced by ``***``."""
-    try:
-        params = conninfo_to_dict(conninfo)
-    except Exception:
-        return "<unparsable connection string>"
-    if params.get("password"):
-        params["password"] = "***"
-    return make_conninfo(**{key: str(value) for key, value in params.items() if value is not None})
+    """The connection string with every secret-like option (password, sslpassword...) as ``***``."""
+    return mask_conninfo(conninfo)

@@ -22,12 +22,13 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.prompt import Prompt
 from rich.table import Table
 
+from app.cli.terminal import plain, shown
 from app.core.engine import IsotopeEngine
 from app.errors import IsotopeError, SessionNotFound
+from app.masking import scrub
 
 HISTORY_SHOWN = 10
 PICKER_SIZE = 10
@@ -70,10 +71,10 @@ def _run(
         session = _pick(engine, console)
     if session is None:
         session = engine.create_session(metadata={"name": name or "chat", "source": "cli"})
-        console.print(f"[bold]New session[/] {session}")
+        console.print(f"[bold]New session[/] {shown(session)}")
     else:
         state = engine.get_session(session)
-        console.print(f"[bold]Session[/] {session} ({len(state['messages'])} messages)")
+        console.print(f"[bold]Session[/] {shown(session)} ({len(state['messages'])} messages)")
         if interactive:
             _show_history(console, state["messages"][-HISTORY_SHOWN:])
     failed = False
@@ -82,9 +83,9 @@ def _run(
         if not text.strip():
             continue
         if echo:
-            console.print(f"[bold cyan]you>[/] {escape(text)}")
+            console.print(f"[bold cyan]you>[/] {shown(text, lines=True)}")
         failed = not _send(engine, console, session, text) or failed
-    console.print(f"[dim]session id:[/] {session}")
+    console.print(f"[dim]session id:[/] {shown(session)}")
     return 1 if failed and not interactive else 0
 
 
@@ -100,8 +101,8 @@ def _pick(engine: IsotopeEngine, console: Console) -> str | None:
         updated = item["last_updated"]
         table.add_row(
             str(number),
-            item["session_id"],
-            str((item.get("metadata") or {}).get("name", "")),
+            shown(item["session_id"]),
+            shown((item.get("metadata") or {}).get("name", "")),
             str(item.get("message_count", "")),
             updated.strftime("%Y-%m-%d %H:%M") if hasattr(updated, "strftime") else str(updated),
         )
@@ -133,10 +134,10 @@ def _send(engine: IsotopeEngine, console: Console, session_id: str, text: str) -
             console.print("[bold green]isotope>[/] ", end="")
             speaking = True
         if kind == "token":
-            console.out(event["content"], end="", highlight=False)
+            console.out(plain(event["content"], lines=True), end="", highlight=False)
             streamed = True
         elif kind == "message" and not streamed:
-            console.out(event["content"], end="", highlight=False)
+            console.out(plain(event["content"], lines=True), end="", highlight=False)
         elif kind in ("tool_call", "tool_result"):
             if speaking:
                 console.print()
@@ -144,9 +145,9 @@ def _send(engine: IsotopeEngine, console: Console, session_id: str, text: str) -
             console.print(_tool_line(event))
         elif kind == "error":
             console.print(
-                f"\n[red]error:[/] {escape(event['message'])}"
+                f"\n[red]error:[/] {shown(event['message'])}"
                 if speaking
-                else f"[red]error:[/] {escape(event['message'])}"
+                else f"[red]error:[/] {shown(event['message'])}"
             )
             return False
         elif kind == "done":
@@ -158,17 +159,17 @@ def _send(engine: IsotopeEngine, console: Console, session_id: str, text: str) -
 def _tool_line(event: dict[str, Any]) -> str:
     if event["type"] == "tool_call":
         args = ", ".join(f"{k}={v!r}" for k, v in event["args"].items())
-        return f"  [dim]→ {escape(event['name'])}({escape(_one_line(args))})[/]"
+        return f"  [dim]→ {shown(event['name'])}({shown(_one_line(args))})[/]"
     style = "red" if event["status"] == "error" else "dim"
-    return f"  [{style}]← {escape(_one_line(event['content']))}[/]"
+    return f"  [{style}]← {shown(_one_line(event['content']))}[/]"
 
 
 def _show_history(console: Console, messages: list[Any]) -> None:
     for message in messages:
         if message.type == "human":
-            console.print(f"[cyan]you>[/] {escape(message.text)}")
+            console.print(f"[cyan]you>[/] {shown(message.text, lines=True)}")
         elif message.type == "ai" and message.text:
-            console.print(f"[green]isotope>[/] {escape(message.text)}")
+            console.print(f"[green]isotope>[/] {shown(message.text, lines=True)}")
 
 
 def _one_line(text: str, width: int = 100) -> str:
@@ -180,7 +181,7 @@ def _print_causes(console: Console, exc: BaseException) -> None:
     prefix = "error"
     seen: BaseException | None = exc
     while seen is not None:
-        console.print(f"[red]{prefix}:[/] {escape(str(seen))}")
+        console.print(f"[red]{prefix}:[/] {shown(scrub(str(seen)))}")
         prefix = "  caused by"
         seen = seen.__cause__
     if isinstance(exc, SessionNotFound):

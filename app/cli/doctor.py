@@ -11,15 +11,15 @@ import typer
 from langchain_core.messages import AIMessage, HumanMessage
 from pydantic import SecretStr
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from app.config import Settings, load_settings, redact_conninfo
 from app.core.postgres_session_manager import SessionManager
 from app.core.present import jsonable
 from app.errors import IsotopeError
+from app.masking import mask_value, remember_settings, scrub
 from app.store.schema import LATEST_VERSION
-
-SECRET_KEYS = ("password", "token", "database_url")
 
 
 def doctor(
@@ -30,6 +30,7 @@ def doctor(
     """Check configuration, connection, schema and a save/load round trip. Exit 0 only when healthy."""
     console = Console(highlight=False)
     settings = load_settings()
+    remember_settings(settings)
     report: dict[str, Any] = {"config": config_rows(settings)}
     started = time.perf_counter()
     with SessionManager(settings) as manager:
@@ -47,6 +48,7 @@ def doctor(
         if roundtrip:
             report["roundtrip"] = _roundtrip(manager)
     report["healthy"] = _healthy(report)
+    report = _scrubbed(report)
     if as_json:
         console.print_json(json.dumps(jsonable(report)))
     else:
@@ -68,25 +70,37 @@ def migrate() -> None:
 
 
 def config_rows(settings: Settings) -> list[dict[str, str]]:
+    """Every configuration value with its source; secret-like keys, options and URL passwords masked."""
     rows = []
     for key, value in _flatten(settings.model_dump()).items():
-        shown = "***" if value is not None and any(s in key for s in SECRET_KEYS) else value
         if key == "database_url" and value is not None:
-            raw = settings.database_url.get_secret_value() if settings.database_url else ""
-            shown = redact_conninfo(raw)
-        rows.append({"key": key, "value": "" if shown is None else str(shown),
-                     "source": settings.sources.get(key, "default")})
+            shown = redact_conninfo(value)
+        else:
+            shown = mask_value(key.rsplit(".", 1)[-1] if key.startswith("postgresql.options.") else key, value)
+        source = settings.sources.get(key) or settings.sources.get(key.rpartition(".")[0], "default")
+        rows.append({"key": key, "value": "" if shown is None else str(shown), "source": source})
     return rows
 
 
 def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in data.items():
-        if isinstance(value, dict) and value and key != "options":
+        if isinstance(value, dict) and value:
             out.update(_flatten(value, f"{prefix}{key}."))
         else:
             out[f"{prefix}{key}"] = value.get_secret_value() if isinstance(value, SecretStr) else value
     return out
+
+
+def _scrubbed(value: Any) -> Any:
+    """The report with every remembered secret and URL password masked in its text (error messages)."""
+    if isinstance(value, str):
+        return scrub(value)
+    if isinstance(value, dict):
+        return {k: _scrubbed(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_scrubbed(v) for v in value]
+    return value
 
 
 def _roundtrip(manager: SessionManager) -> dict[str, Any]:
@@ -116,7 +130,7 @@ def _print(console: Console, report: dict[str, Any]) -> None:
     for column in ("key", "value", "source"):
         table.add_column(column)
     for row in report["config"]:
-        table.add_row(row["key"], row["value"], row["source"])
+        table.add_row(escape(row["key"]), escape(row["value"]), escape(row["source"]))
     console.print(table)
     conn = report["connection"]
     mark = "[green]ok[/]" if conn.get("ok") else "[red]FAILED[/]"
@@ -127,7 +141,7 @@ def _print(console: Console, report: dict[str, Any]) -> None:
                       f"{conn.get('schema_version')}/{conn.get('schema_latest')}, synchronous_commit="
                       f"{conn.get('synchronous_commit')}, fsync={conn.get('fsync')}")
     if conn.get("error"):
-        console.print(f"  [red]error:[/] {conn['error']}")
+        console.print(f"  [red]error:[/] {escape(conn['error'])}")
     if "embedded" in report:
         emb = report["embedded"]
         kind = "first start (initdb)" if emb["new_cluster"] else "warm start"
@@ -142,6 +156,6 @@ def _print(console: Console, report: dict[str, Any]) -> None:
         rt = report["roundtrip"]
         rt_mark = "[green]ok[/]" if rt["ok"] else "[red]FAILED[/]"
         console.print(f"Round trip (save, load, delete a probe session): {rt_mark}"
-                      + (f" via {rt['backend']} in {rt['ms']} ms" if "ms" in rt else f" {rt.get('error', '')}"))
+                      + (f" via {rt['backend']} in {rt['ms']} ms" if "ms" in rt else f" {escape(rt.get('error', ''))}"))
     verdict = "[green]healthy[/]" if report["healthy"] else "[red]NOT healthy[/]"
     console.print(f"Verdict: {verdict}")

@@ -12,6 +12,7 @@ or done, 1 a failure, 2 bad usage or configuration.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
@@ -25,7 +26,9 @@ from rich.markup import escape
 
 from app.cli import doctor as doctor_cmd
 from app.cli import sessions as sessions_cmd
+from app.cli.terminal import shown
 from app.errors import ConfigError, IsotopeError
+from app.masking import install_log_filter, remember_settings, scrub
 
 app = typer.Typer(
     name="isotope",
@@ -75,19 +78,22 @@ def _root(
 
 def configure_logging(level: int | None = None) -> None:
     """Log to stderr; the level comes from ``--verbose``, else ``log_level``/ISOTOPE_LOG_LEVEL."""
-    if level is None:
-        try:
-            from app.config import load_settings
+    from app.config import Settings, load_settings
 
-            level = logging.getLevelName(load_settings().log_level.upper())
-        except ConfigError:
-            level = logging.WARNING
+    settings: Settings | None = None
+    with contextlib.suppress(ConfigError):
+        settings = load_settings()
+    if settings is not None:
+        remember_settings(settings)
+    if level is None:
+        level = logging.getLevelName(settings.log_level.upper()) if settings is not None else logging.WARNING
     root = logging.getLogger()
     if not any(getattr(h, "_isotope", False) for h in root.handlers):
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         handler._isotope = True  # type: ignore[attr-defined]
         root.addHandler(handler)
+    install_log_filter()
     root.setLevel(level if isinstance(level, int) else logging.WARNING)
 
 
@@ -100,7 +106,7 @@ def print_error(exc: BaseException, console: Console | None = None) -> None:
     while current is not None and id(current) not in seen:
         seen.add(id(current))
         text = str(current).strip().splitlines()[0] if str(current).strip() else type(current).__name__
-        console.print(f"[red]{prefix}:[/] {text}", markup=True, soft_wrap=True)
+        console.print(f"[red]{prefix}:[/] {shown(scrub(text))}", markup=True, soft_wrap=True)
         prefix = "  caused by"
         current = current.__cause__
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Annotated
@@ -11,6 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from app.cli.terminal import json_text, plain, shown
 from app.config import load_settings
 from app.core.postgres_session_manager import SessionManager
 from app.core.present import info_json, jsonable, session_json
@@ -41,13 +41,13 @@ def list_(
     with _manager() as manager:
         rows = manager.list_sessions(limit=limit, offset=offset, include_inactive=all_)
     if as_json:
-        typer.echo(json.dumps([info_json(r) for r in rows], ensure_ascii=False, indent=2))
+        typer.echo(json_text([info_json(r) for r in rows], indent=2))
         return
     table = Table()
     for column in ("session_id", "name", "messages", "version", "last_updated", "expires_at", "active"):
         table.add_column(column)
     for r in rows:
-        table.add_row(r["session_id"], str(r["metadata"].get("name", "")), str(r["message_count"]),
+        table.add_row(shown(r["session_id"]), shown(r["metadata"].get("name", "")), str(r["message_count"]),
                       str(r["version"]), r["last_updated"].isoformat(timespec="seconds"),
                       r["expires_at"].isoformat(timespec="seconds") if r["expires_at"] else "",
                       "yes" if r["is_active"] else "no")
@@ -63,22 +63,22 @@ def show(session_id: str, as_json: JsonFlag = False) -> None:
         raise SessionNotFound(session_id)
     doc = session_json(stored)
     if as_json:
-        typer.echo(json.dumps(doc, ensure_ascii=False, indent=2))
+        typer.echo(json_text(doc, indent=2))
         return
     console = _console()
-    console.print(f"[bold]{session_id}[/]  version {doc['version']}, {doc['message_count']} messages, "
+    console.print(f"[bold]{shown(session_id)}[/]  version {doc['version']}, {doc['message_count']} messages, "
                   f"updated {doc['last_updated']}", markup=True)
-    console.print(f"metadata: {json.dumps(doc['metadata'], ensure_ascii=False)}", markup=False)
+    console.print(f"metadata: {json_text(doc['metadata'])}", markup=False)
     for task in doc["tasks"] or []:
-        console.print(f"task: {json.dumps(task, ensure_ascii=False)}", markup=False)
+        console.print(f"task: {json_text(task)}", markup=False)
     for name in doc["files"] or {}:
-        console.print(f"file: {name}", markup=False)
+        console.print(f"file: {plain(name)}", markup=False)
     for message in doc["messages"]:
         content = message.get("content") if isinstance(message, dict) else message
         calls = message.get("tool_calls") if isinstance(message, dict) else None
         label = message.get("type", "?") if isinstance(message, dict) else "?"
-        text = content if isinstance(content, str) else json.dumps(jsonable(content), ensure_ascii=False)
-        console.print(f"[{label}] {text}" + (f"  (tool calls: {json.dumps(calls)})" if calls else ""),
+        text = plain(content, lines=True) if isinstance(content, str) else json_text(jsonable(content))
+        console.print(f"[{plain(label)}] {text}" + (f"  (tool calls: {json_text(calls)})" if calls else ""),
                       markup=False)
 
 
@@ -92,7 +92,7 @@ def delete(
         found = manager.delete_session(session_id, soft_delete=not hard)
     if not found:
         raise SessionNotFound(session_id)
-    _console().print(f"{'removed' if hard else 'deactivated'} {session_id}")
+    _console().print(f"{'removed' if hard else 'deactivated'} {shown(session_id)}")
 
 
 @app.command()
@@ -113,11 +113,11 @@ def stats(as_json: JsonFlag = False) -> None:
     with _manager() as manager:
         values = manager.get_session_statistics()
     if as_json:
-        typer.echo(json.dumps(jsonable(values), ensure_ascii=False, indent=2))
+        typer.echo(json_text(jsonable(values), indent=2))
         return
     table = Table()
     table.add_column("statistic")
     table.add_column("value")
     for key, value in values.items():
-        table.add_row(key, str(jsonable(value)))
+        table.add_row(shown(key), shown(jsonable(value)))
     _console().print(table)

@@ -15,6 +15,8 @@ could be distributed by ``session_id``):
 * ``isotope_session_members``: members too large to rewrite with every save.
 * ``isotope_spool_applied``: ids of outage-spool writes already replayed (idempotent replay).
 * ``isotope_session_documents``: a view giving each session as one jsonb document.
+* ``isotope_lg_*``: LangGraph checkpoints, blobs, list-channel items and pending writes of
+  sessions driven by :mod:`app.adapters.langgraph` (see :mod:`app.store.checkpoints`).
 """
 
 from __future__ import annotations
@@ -110,6 +112,54 @@ MIGRATIONS: tuple[Migration, ...] = (
                        ELSE '{}'::jsonb END AS document
           FROM isotope_sessions s;
     """),
+    Migration(5, "LangGraph checkpoints of sessions (app.adapters.langgraph)", """
+        -- A LangGraph thread is an Isotope session: every row hangs off isotope_sessions, so
+        -- deleting or expiring the session removes its checkpoints with it.
+        CREATE TABLE isotope_lg_checkpoints (
+            session_id VARCHAR(255) NOT NULL REFERENCES isotope_sessions (session_id) ON DELETE CASCADE,
+            checkpoint_ns TEXT NOT NULL,
+            checkpoint_id TEXT NOT NULL,
+            parent_checkpoint_id TEXT,
+            checkpoint JSONB NOT NULL,
+            metadata JSONB NOT NULL,
+            PRIMARY KEY (session_id, checkpoint_ns, checkpoint_id)
+        );
+        -- One row per (channel, version) a checkpoint introduced. A list channel's row holds no
+        -- blob but its segments: [[epoch, start, end], ...] into isotope_lg_items.
+        CREATE TABLE isotope_lg_blobs (
+            session_id VARCHAR(255) NOT NULL REFERENCES isotope_sessions (session_id) ON DELETE CASCADE,
+            checkpoint_ns TEXT NOT NULL,
+            channel TEXT NOT NULL,
+            version TEXT NOT NULL,
+            type TEXT NOT NULL,
+            blob BYTEA,
+            segments JSONB,
+            PRIMARY KEY (session_id, checkpoint_ns, channel, version)
+        );
+        -- List channels (messages), append-only: one row per element, written once.
+        CREATE TABLE isotope_lg_items (
+            session_id VARCHAR(255) NOT NULL REFERENCES isotope_sessions (session_id) ON DELETE CASCADE,
+            checkpoint_ns TEXT NOT NULL,
+            channel TEXT NOT NULL,
+            epoch INTEGER NOT NULL,
+            pos INTEGER NOT NULL,
+            type TEXT NOT NULL,
+            blob BYTEA NOT NULL,
+            PRIMARY KEY (session_id, checkpoint_ns, channel, epoch, pos)
+        );
+        CREATE TABLE isotope_lg_writes (
+            session_id VARCHAR(255) NOT NULL REFERENCES isotope_sessions (session_id) ON DELETE CASCADE,
+            checkpoint_ns TEXT NOT NULL,
+            checkpoint_id TEXT NOT NULL,
+            task_id TEXT NOT NULL,
+            idx INTEGER NOT NULL,
+            channel TEXT NOT NULL,
+            type TEXT NOT NULL,
+            blob BYTEA,
+            task_path TEXT NOT NULL DEFAULT '',
+            PRIMARY KEY (session_id, checkpoint_ns, checkpoint_id, task_id, idx)
+        );
+    """),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version
@@ -135,6 +185,12 @@ CURRENT_SCHEMA_SUMMARY: dict[str, Any] = {
         "isotope_session_members": ["session_id", "name", "value"],
         "isotope_spool_applied": ["session_id", "write_id", "applied_at", "version"],
         "isotope_schema_version": ["version", "name", "applied_at"],
+        "isotope_lg_checkpoints": ["session_id", "checkpoint_ns", "checkpoint_id", "parent_checkpoint_id",
+                                   "checkpoint", "metadata"],
+        "isotope_lg_blobs": ["session_id", "checkpoint_ns", "channel", "version", "type", "blob", "segments"],
+        "isotope_lg_items": ["session_id", "checkpoint_ns", "channel", "epoch", "pos", "type", "blob"],
+        "isotope_lg_writes": ["session_id", "checkpoint_ns", "checkpoint_id", "task_id", "idx", "channel", "type",
+                              "blob", "task_path"],
     },
     "indexes": ["idx_isotope_sessions_last_updated", "idx_isotope_sessions_created_at",
                 "idx_isotope_sessions_is_active", "idx_isotope_sessions_expires_at"],

@@ -26,7 +26,7 @@ from typing import Any, Literal
 
 import yaml
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from app.errors import ConfigError
 from app.masking import mask_conninfo
@@ -39,14 +39,19 @@ class _Section(BaseModel):
 
 
 class PostgresConfig(_Section):
-    """The guide's ``postgresql:`` block. Without ``host`` Isotope runs its embedded server."""
+    """The guide's ``postgresql:`` block. Without ``host`` Isotope runs its embedded server.
+
+    Several servers (a Patroni cluster): ``host`` and ``port`` may be lists (or libpq's comma
+    lists), tried in order, and ``target_session_attrs: read-write`` keeps only the primary.
+    """
 
     embedded: bool | None = None
-    host: str | None = None
-    port: int = Field(5432, ge=1, le=65535)
+    host: str | list[str] | None = None
+    port: int | list[int] = 5432
     user: str | None = None
     password: SecretStr | None = None
     database: str | None = None
+    target_session_attrs: Literal["any", "read-write", "read-only", "primary", "standby", "prefer-standby"] | None = None
     options: dict[str, str] = Field(default_factory=dict)
 
     @model_validator(mode="after")
@@ -55,7 +60,43 @@ class PostgresConfig(_Section):
             self.embedded = self.host is None
         if self.embedded and self.host is not None:
             raise ValueError("embedded: true and host are exclusive; remove one of them")
+        hosts, ports = self.hosts(), self.ports()
+        if len(ports) > 1 and len(ports) != len(hosts):
+            raise ValueError(f"{len(ports)} ports for {len(hosts)} hosts; give one port, or one per host")
         return self
+
+    @field_validator("host", "port", mode="before")
+    @classmethod
+    def _split_commas(cls, value: Any) -> Any:
+        """libpq's ``a,b`` form is accepted as well as a YAML list."""
+        if isinstance(value, str) and "," in value:
+            return [part.strip() for part in value.split(",")]
+        return value
+
+    @field_validator("host")
+    @classmethod
+    def _some_host(cls, value: str | list[str] | None) -> str | list[str] | None:
+        if value is not None and not [h for h in ([value] if isinstance(value, str) else value) if h.strip()]:
+            raise ValueError("empty; name one server or a list of them")
+        return value
+
+    @field_validator("port")
+    @classmethod
+    def _port_range(cls, value: int | list[int]) -> int | list[int]:
+        ports = [value] if isinstance(value, int) else value
+        if not ports or not all(1 <= p <= 65535 for p in ports):
+            raise ValueError("each port must be from 1 to 65535")
+        return value
+
+    def hosts(self) -> list[str]:
+        """The configured servers, in the order libpq tries them."""
+        if self.host is None:
+            return []
+        items = self.host if isinstance(self.host, list) else self.host.split(",")
+        return [h.strip() for h in items if h.strip()]
+
+    def ports(self) -> list[int]:
+        return [self.port] if isinstance(self.port, int) else list(self.port)
 
 
 class StoreConfig(_Section):
@@ -146,7 +187,9 @@ class Settings(_Section):
         if self.postgresql.embedded:
             return None
         pg = self.postgresql
-        params: dict[str, Any] = {"host": pg.host, "port": pg.port, "user": pg.user, "dbname": pg.database}
+        params: dict[str, Any] = {"host": ",".join(pg.hosts()), "port": ",".join(str(p) for p in pg.ports()),
+                                  "user": pg.user, "dbname": pg.database,
+                                  "target_session_attrs": pg.target_session_attrs}
         if pg.password is not None:
             params["password"] = pg.password.get_secret_value()
         params.update(pg.options)
@@ -255,14 +298,20 @@ def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
     node[leaf] = value
 
 
+_UNION_MEMBERS = frozenset({"int", "str", "list[int]", "list[str]"})
+
+
 def _describe(exc: ValidationError, path: Path) -> str:
     """One line for the first problem: file, dotted key, what is wrong (never the value of a secret)."""
     err = exc.errors(include_url=False)[0]
-    key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+    # A key that takes one value or a list reports which of the two it tried; name the key alone.
+    key = ".".join(str(p) for p in err["loc"] if p not in _UNION_MEMBERS) or "(top level)"
     if err["type"] == "extra_forbidden":
         return f"{path}: {key}: unknown key"
-    shown = "" if "password" in key or "token" in key or "url" in key else f" (got {err.get('input')!r})"
-    return f"{path}: {key}: {err['msg']}{shown}"
+    secret = "password" in key or "token" in key or "url" in key or isinstance(err.get("input"), Mapping)
+    shown = "" if secret else f" (got {err.get('input')!r})"
+    msg = err["msg"].removeprefix("Value error, ")
+    return f"{path}: {key}: {msg}{shown}"
 
 
 def _check_url(url: str, path: Path, source: str) -> None:

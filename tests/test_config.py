@@ -25,6 +25,25 @@ def test_the_guides_block_selects_that_server(tmp_path: Path) -> None:
     assert settings.sources["postgresql.port"] == f"file {path}"
 
 
+@pytest.mark.parametrize("block", [
+    "  host: [pg1.example, pg2.example]\n  port: [5432, 5433]\n",
+    "  host: pg1.example,pg2.example\n  port: 5432,5433\n",
+])
+def test_several_servers_become_a_libpq_multi_host_conninfo(tmp_path: Path, block: str) -> None:
+    path = write(tmp_path, f"postgresql:\n{block}  user: isotope\n  password: s3cret\n  database: isotope\n"
+                           "  target_session_attrs: read-write\n")
+    conninfo = load_settings(path, environ={}).conninfo()
+    assert conninfo == ("host=pg1.example,pg2.example port=5432,5433 user=isotope dbname=isotope "
+                        "target_session_attrs=read-write password=s3cret")
+
+
+def test_a_bad_block_never_echoes_the_password(tmp_path: Path) -> None:
+    path = write(tmp_path, "postgresql:\n  host: [a, b]\n  port: [1, 2, 3]\n  password: hunter2-secret\n")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path, environ={})
+    assert "hunter2" not in str(caught.value)
+
+
 def test_no_file_and_the_shipped_file_mean_embedded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)  # no config/config.yaml here: all defaults
     defaults = load_settings(environ={})
@@ -53,6 +72,10 @@ def test_environment_overrides_the_file(tmp_path: Path) -> None:
     ("- just\n- a list\n", "the top level must be a mapping"),
     ("postgresql:\n  port: 5432\n   bad: indent\n", "not valid YAML"),
     ("postgresql:\n  embedded: true\n  host: h\n", "embedded: true and host are exclusive"),
+    ("postgresql:\n  host: [a, b]\n  port: [1, 2, 3]\n", "postgresql: 3 ports for 2 hosts"),
+    ("postgresql:\n  host: a\n  port: 70000\n", "postgresql.port: each port must be from 1 to 65535"),
+    ("postgresql:\n  host: a\n  target_session_attrs: rw\n", "postgresql.target_session_attrs: Input should be"),
+    ("postgresql:\n  host: ''\n", "postgresql.host: empty"),
 ])
 def test_bad_values_are_one_line_naming_key_and_file(tmp_path: Path, text: str, expected: str) -> None:
     path = write(tmp_path, text)

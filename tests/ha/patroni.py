@@ -208,9 +208,10 @@ class Node:
         if not self.dir.exists():
             self.home.mkdir(self.name)
         self.config_path.write_text(yaml.safe_dump(self.config()))
-        self.proc = subprocess.Popen(["patroni", str(self.config_path)], stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.DEVNULL, stderr=open(self.dir / "stderr.log", "ab"),  # noqa: SIM115
-                                     cwd=self.dir, **self.home.popen_kwargs())
+        with open(self.dir / "stderr.log", "ab") as stderr:  # the child keeps its own descriptor
+            self.proc = subprocess.Popen(["patroni", str(self.config_path)], stdin=subprocess.DEVNULL,
+                                         stdout=subprocess.DEVNULL, stderr=stderr, cwd=self.dir,
+                                         **self.home.popen_kwargs())
 
     def status(self) -> dict[str, Any] | None:
         """Patroni's REST view of this node, or None when it does not answer."""

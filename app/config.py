@@ -38,6 +38,9 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_default=True)
 
 
+TargetSessionAttrs = Literal["any", "read-write", "read-only", "primary", "standby", "prefer-standby"]
+
+
 class PostgresConfig(_Section):
     """The guide's ``postgresql:`` block. Without ``host`` Isotope runs its embedded server.
 
@@ -51,7 +54,7 @@ class PostgresConfig(_Section):
     user: str | None = None
     password: SecretStr | None = None
     database: str | None = None
-    target_session_attrs: Literal["any", "read-write", "read-only", "primary", "standby", "prefer-standby"] | None = None
+    target_session_attrs: TargetSessionAttrs | None = None
     options: dict[str, str] = Field(default_factory=dict)
 
     @model_validator(mode="after")

@@ -160,6 +160,25 @@ MIGRATIONS: tuple[Migration, ...] = (
             PRIMARY KEY (session_id, checkpoint_ns, checkpoint_id, task_id, idx)
         );
     """),
+    Migration(6, "full-text search over message text (the console's search)", r"""
+        -- Building the index reads every stored message: no statement timeout for this migration.
+        SET LOCAL statement_timeout = 0;
+        -- The searchable text of one stored message: its content when that is a string, the text
+        -- parts of a list content, at most 50,000 characters (a tsvector must stay under 1 MB).
+        -- Runs of CJK characters are spaced out so that each character is a lexeme (they are
+        -- written without spaces; a query phrase of characters then matches where they stand
+        -- together). The ranges are app.store.browse.CJK's.
+        CREATE FUNCTION isotope_message_tsvector(message jsonb) RETURNS tsvector
+        LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+            SELECT to_tsvector('simple'::regconfig, regexp_replace(left(
+                CASE jsonb_typeof(message -> 'content')
+                    WHEN 'string' THEN message ->> 'content'
+                    WHEN 'array' THEN jsonb_path_query_array(message -> 'content', '$[*].text')::text
+                    ELSE '' END, 50000),
+                '([\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff66-\uff9f])', ' \1 ', 'g'))
+        $$;
+        CREATE INDEX idx_isotope_messages_text ON isotope_messages USING gin (isotope_message_tsvector(message));
+    """),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version
@@ -194,6 +213,7 @@ CURRENT_SCHEMA_SUMMARY: dict[str, Any] = {
     },
     "indexes": ["idx_isotope_sessions_last_updated", "idx_isotope_sessions_created_at",
                 "idx_isotope_sessions_is_active", "idx_isotope_sessions_expires_at"],
+    "message_indexes": ["idx_isotope_messages_text"],
     "views": ["isotope_session_documents"],
 }
 

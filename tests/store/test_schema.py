@@ -50,6 +50,9 @@ def test_migrations_produce_the_current_schema_and_are_idempotent(empty_database
         assert views == CURRENT_SCHEMA_SUMMARY["views"]
         tables = {r[0] for r in conn.execute("SELECT tablename FROM pg_tables WHERE tablename LIKE 'isotope%'")}
         assert tables == set(CURRENT_SCHEMA_SUMMARY["tables"])
+        message_indexes = {r[0] for r in conn.execute(
+            "SELECT indexname FROM pg_indexes WHERE tablename = 'isotope_messages'")}
+        assert message_indexes == {"isotope_messages_pkey", *CURRENT_SCHEMA_SUMMARY["message_indexes"]}
 
 
 def test_every_table_carries_session_id(database_url: str) -> None:

@@ -8,6 +8,7 @@ sessions show their details without their messages, and restore is refused (it n
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections import deque
@@ -106,10 +107,8 @@ def overview(manager: SessionManager, rate: TurnRate) -> dict[str, Any]:
     }
     store = _postgres(manager)
     if store is not None:
-        try:
+        with contextlib.suppress(StoreUnavailable):  # the store section says so; the rest still answers
             out["housekeeping"] = browse.housekeeping(store)
-        except StoreUnavailable:
-            pass
     return out
 
 

@@ -24,7 +24,7 @@ from app.store.postgres import PostgresSessionStore, _info_from_json
 from app.store.state import assemble
 
 # Characters written without spaces between words: kana, CJK ideographs (and extension A,
-# compatibility ideographs), half-width katakana. Migration 5 spaces out the same ranges.
+# compatibility ideographs), half-width katakana. Migration 6 spaces out the same ranges.
 CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff66-\uff9f"
 _CJK_RUN = re.compile(f"[{CJK}]+")
 _QUERY_PART = re.compile(r'"[^"]*"?|[^\s"]+')
@@ -112,7 +112,7 @@ def text_query(query: str) -> str | None:
 
 
 def _space_cjk(text: str) -> str:
-    return _CJK_RUN.sub(lambda m: " " + " ".join(m.group(0)) + " ", text).strip()
+    return " ".join(_CJK_RUN.sub(lambda m: " " + " ".join(m.group(0)) + " ", text).split())
 
 
 def like_pattern(query: str) -> str:

@@ -15,9 +15,10 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.responses import FileResponse
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException
 
-from app.api.models import SessionIdPath, error_responses
+from app.api.models import SessionIdPath, SessionInfoOut, StatisticsOut, error_responses
 from app.api.responses import JSONBody
 from app.api.security import require_token
 from app.api.state import ApiState, api_state
@@ -36,6 +37,59 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-cache",
 }
+
+
+
+class FoundSessionOut(SessionInfoOut):
+    matched_messages: bool = Field(description="The message text matched the query (not only the id/name/user)")
+
+
+class FoundSessionsOut(BaseModel):
+    sessions: list[FoundSessionOut]
+    limit: int
+    offset: int
+    has_more: bool = Field(description="Another page follows")
+    total: int | None = Field(description="All sessions (with include_inactive, deleted ones too); null with a query")
+    query: str
+    messages_searched: bool = Field(description="False when only ids, names and user ids were searched "
+                                                "(file store, PostgreSQL unreachable, or no word in the query)")
+
+
+class ConsoleSessionOut(SessionInfoOut):
+    messages: list[dict[str, Any]] | None
+    tasks: Any
+    files: Any
+    state: dict[str, Any]
+    complete: bool = Field(description="False: a deleted session from the file store, without its messages")
+
+
+class StoreStatusOut(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    backend: str
+    fallback_active: bool
+    spool_depth: int
+
+
+class TurnRateOut(BaseModel):
+    total: int = Field(description="Turns this server process finished since it started")
+    window_s: float
+    in_window: int
+    per_minute: float
+
+
+class OverviewOut(BaseModel):
+    statistics: StatisticsOut
+    store: StoreStatusOut
+    turns: TurnRateOut
+    housekeeping: dict[str, Any] | None = Field(description="Deleted, expired and expiring sessions, sessions "
+                                                            "created per day; null while PostgreSQL is unreachable")
+
+
+class RestoredSessionOut(BaseModel):
+    session_id: str
+    restored: bool
+
 
 page = APIRouter(include_in_schema=False)
 router = APIRouter(prefix="/api/console", dependencies=[Depends(require_token)], tags=["console"],
@@ -70,7 +124,7 @@ def asset(name: str) -> FileResponse:
     return FileResponse(STATIC / name, media_type=ASSETS[name], headers=SECURITY_HEADERS)
 
 
-@router.get("/sessions", response_model=None, responses=error_responses(422))
+@router.get("/sessions", response_model=None, responses={200: {"model": FoundSessionsOut}, **error_responses(422)})
 def find_sessions(
     state: State,
     q: Annotated[str, Query(max_length=500, description="Words of message text, or part of an id, name or user id")]
@@ -85,14 +139,15 @@ def find_sessions(
     return JSONBody(found)
 
 
-@router.get("/overview", response_model=None)
+@router.get("/overview", response_model=None, responses={200: {"model": OverviewOut}})
 def overview(request: Request, state: State) -> JSONBody:
     """Statistics, store health (fallback, spool depth), growth, cleanup and the recent turn rate."""
     rate: browse.TurnRate = request.app.state.console_turn_rate
     return JSONBody(jsonable(browse.overview(state.manager, rate)))
 
 
-@router.get("/sessions/{session_id:path}", response_model=None, responses=error_responses(404, 422))
+@router.get("/sessions/{session_id:path}", response_model=None,
+            responses={200: {"model": ConsoleSessionOut}, **error_responses(404, 422)})
 def get_session(session_id: SessionIdPath, state: State) -> JSONBody:
     """One session, deleted or expired ones included (``is_active`` says which). From the file store a
     deleted session comes without its messages (``complete: false``)."""
@@ -106,7 +161,8 @@ def get_session(session_id: SessionIdPath, state: State) -> JSONBody:
     return JSONBody(jsonable(body))
 
 
-@router.post("/sessions/{session_id:path}/restore", response_model=None, responses=error_responses(404, 422))
+@router.post("/sessions/{session_id:path}/restore", response_model=None,
+             responses={200: {"model": RestoredSessionOut}, **error_responses(404, 422)})
 def restore_session(session_id: SessionIdPath, state: State) -> JSONBody:
     """Undo a soft delete (a past expiry is cleared too)."""
     if not browse.restore(state.manager, session_id):

@@ -36,6 +36,8 @@ OPERATIONS = [
     ("GET", "/api/sessions/restored"), ("POST", "/api/sessions/restore"), ("POST", "/api/sessions"),
     ("POST", "/api/sessions/{session_id}/messages"), ("GET", "/api/sessions/{session_id}/messages"),
     ("DELETE", "/api/sessions/{session_id}"), ("GET", "/health"), ("GET", "/ready"), ("GET", "/metrics"),
+    ("GET", "/api/console/sessions"), ("GET", "/api/console/sessions/{session_id}"),
+    ("POST", "/api/console/sessions/{session_id}/restore"), ("GET", "/api/console/overview"),
 ]
 
 

@@ -26,6 +26,7 @@ from app.config import StoreConfig
 from app.errors import SessionBusy, SessionExists, StoreUnavailable
 from app.store import codec
 from app.store.base import SaveResult, SessionInfo, StoredSession
+from app.store.private_files import private_dir, write_private
 from app.store.state import MESSAGES, Limits, plan_save
 
 FORMAT = 1
@@ -55,7 +56,7 @@ class FileSessionStore:
 
     def open(self) -> None:
         try:
-            self.root.mkdir(parents=True, exist_ok=True)
+            private_dir(self.root)
         except OSError as exc:
             raise StoreUnavailable(f"cannot create the file store at {self.root}: {exc.strerror}") from exc
         # Temporary files of writers killed mid-write (``<key>.tmp<pid>``): never renamed, never read.
@@ -99,11 +100,7 @@ class FileSessionStore:
     def _write(self, doc: dict[str, Any]) -> None:
         path = self._path(doc["session_id"])
         tmp = path.with_suffix(f".tmp{os.getpid()}")
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(json.dumps(doc, ensure_ascii=False, separators=(",", ":")))
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        write_private(path, json.dumps(doc, ensure_ascii=False, separators=(",", ":")), tmp)
         _fsync_dir(self.root)
 
     # ------------------------------------------------------------------ writes

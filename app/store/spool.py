@@ -27,6 +27,7 @@ from typing import Any
 
 from app.errors import StoreUnavailable
 from app.store.files import _fsync_dir, _key, _pid_alive
+from app.store.private_files import private_dir, write_private
 
 _counter = itertools.count()
 
@@ -46,7 +47,8 @@ class Spool:
         self._empty_at: int | None = None  # the directory's mtime when last seen empty
 
     def open(self) -> None:
-        self.failed.mkdir(parents=True, exist_ok=True)
+        private_dir(self.root)
+        private_dir(self.failed)
         # A process killed while writing a record leaves its temporary file (never renamed, so
         # never acknowledged); remove those whose writer is gone.
         for entry in os.scandir(self.root):
@@ -70,11 +72,7 @@ class Spool:
         path = self.root / name
         tmp = self.root / f".{name}.tmp"
         try:
-            with open(tmp, "w", encoding="utf-8") as fh:
-                fh.write(json.dumps(record, ensure_ascii=False, separators=(",", ":")))
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
+            write_private(path, json.dumps(record, ensure_ascii=False, separators=(",", ":")), tmp)
             _fsync_dir(self.root)
         except OSError as exc:
             tmp.unlink(missing_ok=True)
@@ -146,14 +144,14 @@ class Spool:
         """Move a record that cannot be replayed aside, with the reason next to it."""
         target = self.failed / path.name
         os.replace(path, target)
-        target.with_suffix(".reason.txt").write_text(reason + "\n", encoding="utf-8")
+        write_private(target.with_suffix(".reason.txt"), reason + "\n")
         _fsync_dir(self.root)
         return target
 
     @contextmanager
     def replay_lock(self) -> Iterator[bool]:
         """Yield True when this process may replay (one replayer per data dir at a time)."""
-        self.root.mkdir(parents=True, exist_ok=True)
+        private_dir(self.root)
         fd = os.open(self.root / ".replay.lock", os.O_RDWR | os.O_CREAT, 0o600)
         try:
             try:

@@ -122,6 +122,7 @@ def own_server() -> Iterator[str]:
     from tests.conftest import PgServer
 
     base = Path(tempfile.mkdtemp(prefix="isotope-probe-"))
+    base.chmod(0o711)  # as root the embedded server runs as another user, who must traverse to base/pg
     embedded = None
     admin = os.environ.get("ISOTOPE_DATABASE_URL")
     if admin is None:

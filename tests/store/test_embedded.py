@@ -4,13 +4,26 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
+import tempfile
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.helpers import PYTHON, REPO
+
+
+@pytest.fixture
+def reachable_tmp() -> Iterator[Path]:
+    """A directory the embedded server's own user may traverse (pytest's base is 0700 to root; as
+    root the server runs as another user, and Isotope never opens up a directory above data_dir)."""
+    path = Path(tempfile.mkdtemp(prefix="isotope-emb-"))
+    path.chmod(0o711)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def run(code_or_args: list[str], data_dir: Path, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -37,8 +50,8 @@ LOAD = textwrap.dedent("""
 
 @pytest.mark.slow
 @pytest.mark.multiprocess
-def test_embedded_server_lifecycle(tmp_path: Path) -> None:
-    data_dir = tmp_path / "data"
+def test_embedded_server_lifecycle(reachable_tmp: Path) -> None:
+    data_dir = reachable_tmp / "data"
     first = run(["-m", "app.cli.main", "doctor", "--json"], data_dir)
     assert first.returncode == 0, first.stdout + first.stderr
     report = json.loads(first.stdout)
@@ -57,7 +70,8 @@ def test_embedded_server_lifecycle(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 @pytest.mark.multiprocess
-def test_processes_share_one_embedded_server(tmp_path: Path) -> None:
+def test_processes_share_one_embedded_server(reachable_tmp: Path) -> None:
+    tmp_path = reachable_tmp
     data_dir = tmp_path / "data"
     holder_code = textwrap.dedent("""
         import sys

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,22 @@ def engine_config(bounced: Bounced, data_dir: Path) -> dict[str, Any]:
     config = isotope_through(bounced, data_dir)
     config["store"]["lock_timeout_s"] = 10
     return config
+
+
+def until_looped(workers: list[Worker], timeout: float) -> None:
+    """Wait for every worker's loop to end; fail at the first turn that was not acknowledged."""
+    deadline = time.monotonic() + timeout
+    pending = list(workers)
+    while pending:
+        for worker in workers:
+            assert not worker.unacked, f"{worker.name}: a turn failed: {worker.unacked[0]}"
+        worker = pending[0]
+        try:
+            worker.expect("looped", timeout=0.5)
+            pending.pop(0)
+        except AssertionError:
+            if time.monotonic() > deadline:
+                raise
 
 
 def conversation(n: int) -> dict[str, Any]:
@@ -142,7 +159,7 @@ def test_engine_turns_through_pgbouncer(bounced: Bounced, tmp_path: Path) -> Non
     with Traffic(bounced.url) as traffic, Worker("", tmp_path / "engine", name="engine", config=config) as worker:
         worker.create("pooled")
         worker.loop("pooled", "T", count=30)
-        worker.expect("looped", timeout=120)
+        until_looped([worker], 120)
         assert worker.exit() == 0
     assert traffic.statements > 30  # other clients really shared the backends meanwhile
     assert not worker.unacked, worker.unacked[:3]
@@ -164,8 +181,7 @@ def test_two_processes_on_one_session_through_pgbouncer_exactly_once(bounced: Bo
             workers[0].create("shared")
             for n, worker in enumerate(workers):
                 worker.loop("shared", f"i{n}", count=turns)
-            for worker in workers:
-                worker.expect("looped", timeout=180)
+            until_looped(workers, 180)
             assert all(worker.exit() == 0 for worker in workers)
     finally:
         for worker in workers:

@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from bench import meta
+from bench.concurrency import report as conc_report
+from bench.concurrency import scenario as conc
 from bench.goals import evaluate
 from bench.plan import Plan, make_plan
 from bench.probes import find_waldump
@@ -45,7 +47,27 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"output directory (default {DEFAULT_OUT})")
     parser.add_argument("--repeat", type=_positive, help="repetitions (default 2; 1 with --quick)")
     parser.add_argument("--systems", help="comma-separated subset (the floor is always included)")
-    return parser.parse_args(argv)
+    group = parser.add_argument_group("concurrency at model latency (issue 12; part of every run)")
+    group.add_argument("--concurrency", action="store_true", help="run only this scenario")
+    group.add_argument("--concurrency-cells", type=_cells, metavar="NxS,...",
+                       help=f"clients x model latency in seconds (default {conc.DEFAULT_CELLS}; "
+                            f"{conc.QUICK_CELLS} with --quick)")
+    group.add_argument("--concurrency-turns", type=_positive, metavar="T",
+                       help="timed turns per client after one warm-up turn (default 3; 2 with --quick)")
+    group.add_argument("--concurrency-json", action="store_true",
+                       help="send turns as plain JSON requests instead of Server-Sent Events")
+    group.add_argument("--no-concurrency", action="store_true", help="leave this scenario out of the run")
+    args = parser.parse_args(argv)
+    if args.concurrency and args.no_concurrency:
+        parser.error("--concurrency and --no-concurrency exclude each other")
+    return args
+
+
+def _cells(text: str) -> tuple[tuple[int, float], ...]:
+    try:
+        return conc.parse_cells(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _positive(text: str) -> int:
@@ -69,7 +91,49 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
+def _concurrency_options(args: argparse.Namespace) -> conc.Options:
+    cells = args.concurrency_cells or conc.parse_cells(conc.QUICK_CELLS if args.quick else conc.DEFAULT_CELLS)
+    turns = args.concurrency_turns or (2 if args.quick else 3)
+    return conc.Options(cells=cells, turns=turns, stream=not args.concurrency_json)
+
+
+def _concurrency_failed(result: dict[str, Any] | None) -> bool:
+    """A cell that could not run or a session that does not hold what was acknowledged (never a time)."""
+    return result is not None and any(
+        "error" in res or res["stored"]["mismatched"] for cell in result["cells"] for res in cell["systems"].values()
+    )
+
+
+def _run_concurrency_only(args: argparse.Namespace) -> int:
+    options = _concurrency_options(args)
+    started = time.monotonic()
+    with _server(args.database_url) as (url, _data_directory, _bin_dir, kind):
+        cluster = Cluster(url)
+        facts = cluster.facts()
+        try:
+            result = conc.run_scenario(cluster, options, log)
+        finally:
+            cluster.drop_all()
+    result["goals"] = conc_report.goal_values(result)
+    info = {
+        "started": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "wall_seconds": time.monotonic() - started,
+        "loadavg_at_end": os.getloadavg(),
+        "server": facts,
+        "server_kind": kind,
+        "machine": meta.machine(),
+        "python": platform.python_version(),
+        "versions": meta.versions(),
+    }
+    markdown = conc_report.render_standalone(info, result)
+    _write_files(args.out, "latest-concurrency", "-concurrency", {"meta": info, "concurrency": result}, markdown)
+    print(markdown)
+    return 1 if _concurrency_failed(result) else 0
+
+
 def _run(args: argparse.Namespace) -> int:
+    if args.concurrency:
+        return _run_concurrency_only(args)
     plan = make_plan(args.quick, args.repeat)
     names = _systems(args.systems)
     started = time.monotonic()
@@ -81,14 +145,19 @@ def _run(args: argparse.Namespace) -> int:
             with _workers(plan, names) as (executor, manager):
                 env = Environment(cluster, plan, executor, manager, env_waldump)
                 reps = run_repetitions(env, names)
+            concurrency = None if args.no_concurrency else conc.run_scenario(cluster, _concurrency_options(args), log)
         finally:
             cluster.drop_all()
     result = _result(plan, names, reps, facts, kind, time.monotonic() - started)
     markdown = render(result)
+    if concurrency is not None:
+        concurrency["goals"] = conc_report.goal_values(concurrency)
+        result["concurrency"] = concurrency
+        markdown += "\n" + "\n".join(conc_report.render_section(concurrency))
     _write(args.out, plan, result, markdown)
     print(markdown)
     failed = any(res.get("errors") for rep in reps for res in rep["systems"].values())
-    return 1 if failed else 0
+    return 1 if failed or _concurrency_failed(concurrency) else 0
 
 
 def _systems(selection: str | None) -> list[str]:
@@ -169,7 +238,11 @@ def _notes(reps: list[dict[str, Any]]) -> list[str]:
 
 def _write(out: Path, plan: Plan, result: dict[str, Any], markdown: str) -> None:
     stem = "latest-quick" if plan.quick else "latest"
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + ("-quick" if plan.quick else "")
+    _write_files(out, stem, "-quick" if plan.quick else "", result, markdown)
+
+
+def _write_files(out: Path, stem: str, suffix: str, result: dict[str, Any], markdown: str) -> None:
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + suffix
     runs = out / "runs"
     runs.mkdir(parents=True, exist_ok=True)
     payload = json.dumps(result, indent=1, default=str)

@@ -1,0 +1,182 @@
+"""The clients of one cell: N sessions, each its own client sending turns back to back over HTTP.
+
+All clients share one ``httpx.AsyncClient`` (a connection each: the pool holds N + a few). A cell:
+prepare the sessions (untimed), one warm-up turn per session (untimed, all at once), then the
+timed window: every client sends ``turns`` turns back to back, all starting together. Beside it a
+thread polls ``pg_stat_activity`` for the server's database (from a connection to another
+database, so the poller never counts itself) and the fake model's gauge is reset before and read
+after the window. Afterwards every session's stored message count is checked against the turns
+that succeeded: two messages per turn, each stored exactly once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import statistics
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import psycopg
+
+CONNECTIONS = """
+SELECT count(*)::int, (count(*) FILTER (WHERE state = 'active'))::int
+  FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()
+"""
+POLL_S = 0.05
+
+
+@dataclass
+class CellSpec:
+    clients: int
+    latency_s: float
+    turns: int  # timed turns per client, after one warm-up turn
+    stream: bool  # Accept: text/event-stream (the model is then called with stream=true)
+
+    @property
+    def label(self) -> str:
+        return f"N={self.clients}, {self.latency_s:g} s"
+
+    @property
+    def turn_timeout_s(self) -> float:
+        """How long one turn may take before its client gives up (a stalled server must not hang the bench)."""
+        return 4 * self.latency_s + 120.0
+
+
+@dataclass
+class Outcome:
+    ok: bool
+    seconds: float
+    kind: str  # "ok", "http 503 busy", "error event", "timeout", "transport: ..."
+
+
+@dataclass
+class ConnectionPoller:
+    """Peak connections to ``dbname`` (all, and active), polled every POLL_S from a thread."""
+
+    admin_url: str
+    dbname: str
+    peak: int = 0
+    peak_active: int = 0
+    polls: int = 0
+    error: str | None = None
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def __enter__(self) -> ConnectionPoller:
+        self._thread = threading.Thread(target=self._run, name="pg-poller", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(10)
+
+    def _run(self) -> None:
+        try:
+            with psycopg.connect(self.admin_url, autocommit=True) as conn:
+                while not self._stop.is_set():
+                    row = conn.execute(CONNECTIONS, (self.dbname,)).fetchone()
+                    if row is not None:
+                        self.peak = max(self.peak, row[0])
+                        self.peak_active = max(self.peak_active, row[1])
+                    self.polls += 1
+                    self._stop.wait(POLL_S)
+        except psycopg.Error as exc:
+            self.error = f"{type(exc).__name__}: {exc}"
+
+
+async def send_turn(client: httpx.AsyncClient, session_id: str, text: str, spec: CellSpec) -> Outcome:
+    """One turn through ``POST /api/sessions/{id}/messages``; timed from request to ``done``."""
+    started = time.perf_counter()
+    try:
+        async with asyncio.timeout(spec.turn_timeout_s):
+            return await _turn(client, f"/api/sessions/{session_id}/messages", text, spec.stream, started)
+    except TimeoutError:
+        return Outcome(False, time.perf_counter() - started, "timeout")
+
+
+async def _turn(client: httpx.AsyncClient, path: str, text: str, stream: bool, started: float) -> Outcome:
+    try:
+        if stream:
+            headers = {"Accept": "text/event-stream"}
+            async with client.stream("POST", path, json={"content": text}, headers=headers) as response:
+                if response.status_code != 200:
+                    return Outcome(False, time.perf_counter() - started, _http_kind(response, await response.aread()))
+                last = await _last_event(response)
+            ok = last == "done"
+            return Outcome(ok, time.perf_counter() - started, "ok" if ok else f"{last or 'no'} event")
+        response = await client.post(path, json={"content": text})
+        if response.status_code != 200:
+            return Outcome(False, time.perf_counter() - started, _http_kind(response, response.content))
+        return Outcome(True, time.perf_counter() - started, "ok")
+    except httpx.TimeoutException:
+        return Outcome(False, time.perf_counter() - started, "timeout")
+    except httpx.TransportError as exc:
+        return Outcome(False, time.perf_counter() - started, f"transport: {type(exc).__name__}")
+
+
+async def _last_event(response: httpx.Response) -> str | None:
+    """The type of the stream's final event (``done`` or ``error``), reading it to the end."""
+    last = None
+    async for line in response.aiter_lines():
+        if line.startswith("event:"):
+            last = line[6:].strip()
+    return last
+
+
+def _http_kind(response: httpx.Response, body: bytes) -> str:
+    try:
+        code = json.loads(body)["error"]["code"]
+    except (ValueError, KeyError, TypeError):
+        code = ""
+    return f"http {response.status_code} {code}".strip()
+
+
+async def gather_limited(calls: list[Callable[[], Awaitable[Any]]], limit: int) -> list[Any]:
+    gate = asyncio.Semaphore(limit)
+
+    async def one(call: Callable[[], Awaitable[Any]]) -> Any:
+        async with gate:
+            return await call()
+
+    return await asyncio.gather(*(one(c) for c in calls))
+
+
+async def play(client: httpx.AsyncClient, session_ids: list[str], spec: CellSpec, first: int) -> tuple[
+        list[list[Outcome]], float]:
+    """Every client plays ``spec.turns`` turns (numbered from ``first``); all start at once."""
+    async def player(session_id: str) -> list[Outcome]:
+        return [await send_turn(client, session_id, f"turn {first + k}: how is it going?", spec)
+                for k in range(spec.turns)]
+
+    started = time.perf_counter()
+    outcomes = await asyncio.gather(*(player(sid) for sid in session_ids))
+    return list(outcomes), time.perf_counter() - started
+
+
+def summarise(spec: CellSpec, outcomes: list[list[Outcome]], wall: float) -> dict[str, Any]:
+    flat = [o for per in outcomes for o in per]
+    ok = [o.seconds for o in flat if o.ok]
+    kinds: dict[str, int] = {}
+    for o in flat:
+        if not o.ok:
+            kinds[o.kind] = kinds.get(o.kind, 0) + 1
+    ideal = spec.clients / spec.latency_s
+    rate = len(ok) / wall if wall > 0 else 0.0
+    result: dict[str, Any] = {
+        "turns_ok": len(ok), "turns_failed": len(flat) - len(ok), "failures": kinds, "wall_s": wall,
+        "turns_per_s": rate, "ideal_turns_per_s": ideal, "ratio": rate / ideal,
+        "samples_s": [o.seconds for o in flat],
+    }
+    if ok:
+        p50 = statistics.median(ok)
+        p95 = statistics.quantiles(ok, n=20, method="inclusive")[18] if len(ok) > 1 else ok[0]
+        result.update({"p50_s": p50, "p95_s": p95, "max_s": max(ok),
+                       "p50_ratio": p50 / spec.latency_s, "p95_ratio": p95 / spec.latency_s})
+    return result

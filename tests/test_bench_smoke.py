@@ -58,3 +58,43 @@ def test_quick_bench_writes_every_system_and_metric(pg_admin_url: str, tmp_path:
     for title in ("Throughput", "List the 50 most recently updated", "Goals of issue 7", "SELECT 1"):
         assert title in markdown
     assert {g["status"] for g in result["goals"]} <= {"met", "missed"}
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("mode", ["sse", "json"])
+def test_concurrency_scenario_runs_isotope_and_langgraph(pg_admin_url: str, tmp_path: Path, mode: str) -> None:
+    """``--concurrency`` with 4 clients and a 0.2 s model: both servers play every turn, every turn is
+    stored once, the model and pg_stat_activity gauges report. No figure is judged."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
+    args = ["--concurrency", "--concurrency-cells", "4x0.2", "--concurrency-turns", "2"]
+    if mode == "json":
+        args.append("--concurrency-json")
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", *args, "--database-url", pg_admin_url, "--out", str(tmp_path)],
+        cwd=REPO, env=env, capture_output=True, text=True, check=False,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+
+    conc = json.loads((tmp_path / "latest-concurrency.json").read_text())["concurrency"]
+    markdown = (tmp_path / "latest-concurrency.md").read_text()
+    assert markdown.strip() in done.stdout
+    assert conc["stream"] is (mode == "sse")
+    (cell,) = conc["cells"]
+    assert (cell["clients"], cell["latency_s"]) == (4, 0.2)
+    for system in ("isotope", "langgraph"):
+        res = cell["systems"][system]
+        assert "error" not in res, res
+        assert (res["turns_ok"], res["turns_failed"], res["warmup_failed"]) == (8, 0, 0), res["failures"]
+        assert res["stored"] == {"sessions": 4, "mismatched": 0, "examples": []}
+        # one model request per turn, each finished within the window; never more in flight than clients
+        assert res["model"]["started"] == res["model"]["completed"] == 8
+        assert 1 <= res["model"]["peak"] <= 4
+        assert res["pg"]["polls"] > 0 and res["pg"]["error"] is None
+        assert 1 <= res["pg"]["peak"] <= conc["pool_max_size"]
+        # the fake model really waits: no turn can be shorter than its latency
+        assert min(s for s in res["samples_s"]) >= 0.2
+        assert res["ratio"] > 0 and res["p50_ratio"] >= 1.0
+        assert conc["labels"][system] in markdown
+    assert "Concurrency at model latency" in markdown
+    assert {g["status"] for g in conc["goals"]} == {"n/a"}  # no goal cell ran

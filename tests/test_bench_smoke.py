@@ -58,6 +58,9 @@ def test_quick_bench_writes_every_system_and_metric(pg_admin_url: str, tmp_path:
     for title in ("Throughput", "List the 50 most recently updated", "Goals of issue 7", "SELECT 1"):
         assert title in markdown
     assert {g["status"] for g in result["goals"]} <= {"met", "missed"}
+    (cell,) = result["concurrency"]["cells"]  # --quick: one small cell of the concurrency scenario
+    assert {name for name, res in cell["systems"].items() if "error" not in res} == {"isotope", "langgraph"}
+    assert "Concurrency at model latency" in markdown
 
 
 @pytest.mark.slow

@@ -1,6 +1,6 @@
 """The clients of one cell: N sessions, each its own client sending turns back to back over HTTP.
 
-All clients share one ``httpx.AsyncClient`` (a connection each: the pool holds N + a few). A cell:
+Each client has a connection of its own (``Fleet``: an ``httpx.AsyncClient`` per 16 clients). A cell:
 prepare the sessions (untimed), one warm-up turn per session (untimed, all at once), then the
 timed window: every client sends ``turns`` turns back to back, all starting together. Beside it a
 thread polls ``pg_stat_activity`` for the server's database (from a connection to another
@@ -16,9 +16,9 @@ import json
 import statistics
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import psycopg
@@ -28,6 +28,9 @@ SELECT count(*)::int, (count(*) FILTER (WHERE state = 'active'))::int
   FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()
 """
 POLL_S = 0.05
+T = TypeVar("T")
+TAIL_BYTES = 64 * 1024
+GROUP = 16  # sessions per HTTP client (connection pool)
 
 
 @dataclass
@@ -122,12 +125,19 @@ async def _turn(client: httpx.AsyncClient, path: str, text: str, stream: bool, s
 
 
 async def _last_event(response: httpx.Response) -> str | None:
-    """The type of the stream's final event (``done`` or ``error``), reading it to the end."""
-    last = None
-    async for line in response.aiter_lines():
-        if line.startswith("event:"):
-            last = line[6:].strip()
-    return last
+    """The type of the stream's final event (``done`` or ``error``), reading it to the end.
+
+    Only the tail is kept and parsed: splitting every frame into lines costs the load generator,
+    which shares the machine with the server, more CPU than the server spends on a turn's events."""
+    tail = b""
+    async for chunk in response.aiter_bytes():
+        tail = (tail + chunk)[-TAIL_BYTES:]
+    at = tail.rfind(b"\nevent:")
+    start = at + 1 if at >= 0 else 0 if tail.startswith(b"event:") else -1
+    if start < 0:
+        return None
+    line = tail[start:].split(b"\n", 1)[0]
+    return line[6:].strip().decode(errors="replace")
 
 
 def _http_kind(response: httpx.Response, body: bytes) -> str:
@@ -136,6 +146,17 @@ def _http_kind(response: httpx.Response, body: bytes) -> str:
     except (ValueError, KeyError, TypeError):
         code = ""
     return f"http {response.status_code} {code}".strip()
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    """Run the clients on uvloop when it is installed (uvicorn's standard extra brings it): the load
+    generator shares the machine's cores with the servers, and uvloop halves its own cost."""
+    try:
+        import uvloop  # noqa: PLC0415 - optional
+    except ImportError:
+        return asyncio.run(coro)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(coro)
 
 
 async def gather_limited(calls: list[Callable[[], Awaitable[Any]]], limit: int) -> list[Any]:
@@ -148,15 +169,40 @@ async def gather_limited(calls: list[Callable[[], Awaitable[Any]]], limit: int) 
     return await asyncio.gather(*(one(c) for c in calls))
 
 
-async def play(client: httpx.AsyncClient, session_ids: list[str], spec: CellSpec, first: int) -> tuple[
+class Fleet:
+    """The clients' HTTP connections: one ``httpx.AsyncClient`` per ``GROUP`` sessions.
+
+    Not one pool for all: httpcore's pool scans its connections and waiting requests on every
+    request and every response, so with 512 connections in one pool the load generator spent more
+    CPU per turn than the server it measures."""
+
+    def __init__(self, base_url: str, sessions: int, spec: CellSpec) -> None:
+        limits = httpx.Limits(max_connections=GROUP + 2, max_keepalive_connections=GROUP + 2)
+        timeout = httpx.Timeout(spec.turn_timeout_s, connect=60.0)
+        self.clients = [httpx.AsyncClient(base_url=base_url, limits=limits, timeout=timeout)
+                        for _ in range(-(-sessions // GROUP))]
+
+    def client(self, index: int) -> httpx.AsyncClient:
+        """The client of the ``index``-th session."""
+        return self.clients[index // GROUP]
+
+    async def __aenter__(self) -> Fleet:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await asyncio.gather(*(c.aclose() for c in self.clients))
+
+
+async def play(fleet: Fleet, session_ids: list[str], spec: CellSpec, first: int) -> tuple[
         list[list[Outcome]], float]:
     """Every client plays ``spec.turns`` turns (numbered from ``first``); all start at once."""
-    async def player(session_id: str) -> list[Outcome]:
+    async def player(index: int, session_id: str) -> list[Outcome]:
+        client = fleet.client(index)
         return [await send_turn(client, session_id, f"turn {first + k}: how is it going?", spec)
                 for k in range(spec.turns)]
 
     started = time.perf_counter()
-    outcomes = await asyncio.gather(*(player(sid) for sid in session_ids))
+    outcomes = await asyncio.gather(*(player(i, sid) for i, sid in enumerate(session_ids)))
     return list(outcomes), time.perf_counter() - started
 
 

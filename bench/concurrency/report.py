@@ -19,13 +19,13 @@ def render_section(conc: dict[str, Any]) -> list[str]:
     lines = [
         "### Concurrency at model latency (issue 12)\n",
         f"One server process; a fake OpenAI-compatible model answering each request after a fixed latency; "
-        f"N clients, each on a session of its own, sending {conc['turns_per_client']} turns back to back after "
+        f"N clients, each on a session of its own, sending {conc['turns_per_client']} turn(s) back to back after "
         f"one untimed warm-up turn ({mode}). Ideal = N / latency turns/s. Both servers have a pool of at "
         f"most {conc['pool_max_size']} PostgreSQL connections. \"stored\": every session holds exactly two "
         "messages per turn that succeeded.\n",
     ]
     headers = ["cell", "system", "turns/s (ideal)", "ratio", "p50 / latency", "p95 / latency",
-               "peak at model", "peak PG conns", "failed turns", "stored", "server CPU ms/turn"]
+               "peak at model", "peak PG conns", "failed turns", "stored", "CPU ms/turn: server / clients / model"]
     rows = []
     for cell in conc["cells"]:
         name = f"N={cell['clients']}, {cell['latency_s']:g} s"
@@ -50,7 +50,7 @@ def _cells(res: dict[str, Any], clients: int) -> list[str]:
     if res["failures"]:
         failed += " (" + ", ".join(f"{k}: {v}" for k, v in sorted(res["failures"].items())) + ")"
     stored = "✓" if res["stored"]["mismatched"] == 0 else f"✗ {res['stored']['mismatched']} sessions"
-    cpu = res.get("server_cpu_ms_per_turn")
+    cpu = res.get("cpu_ms_per_turn") or {}
     return [
         f"{res['turns_per_s']:.1f} ({res['ideal_turns_per_s']:.1f})",
         f"{res['ratio']:.2f}",
@@ -60,7 +60,7 @@ def _cells(res: dict[str, Any], clients: int) -> list[str]:
         str(res["pg"]["peak"]),
         failed,
         stored,
-        "-" if cpu is None else f"{cpu:.1f}",
+        " / ".join("-" if cpu.get(k) is None else f"{cpu[k]:.1f}" for k in ("server", "clients", "model")),
     ]
 
 

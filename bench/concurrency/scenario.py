@@ -88,7 +88,7 @@ def run_scenario(cluster: Cluster, options: Options, log: Callable[[str], None])
             for system in order:
                 log(f"[concurrency {spec.label}] {system} ...")
                 started = time.monotonic()
-                cell["systems"][system] = _run_one(cluster, system, spec, options, model.url, workdir, log)
+                cell["systems"][system] = _run_one(cluster, system, spec, options, model, workdir, log)
                 log(f"[concurrency {spec.label}] {system}: {_brief(cell['systems'][system])}"
                     f" ({time.monotonic() - started:.0f} s)")
             result["cells"].append(cell)
@@ -113,15 +113,16 @@ def _start_model(workdir: Path) -> Child:
         sock.close()  # the child has its own copy
 
 
-def _run_one(cluster: Cluster, system: str, spec: CellSpec, options: Options, model_url: str, workdir: Path,
+def _run_one(cluster: Cluster, system: str, spec: CellSpec, options: Options, model: Child, workdir: Path,
              log: Callable[[str], None]) -> dict[str, Any]:
+    model_url = model.url
     conninfo = cluster.create_database(f"conc_{system}")
     try:
         server = _start_server(system, conninfo, spec, options, f"{model_url}/lat/{spec.latency_s:g}/v1", workdir)
         try:
             server.wait_ready("/health")
             dbname = str(conninfo_to_dict(conninfo)["dbname"])
-            return asyncio.run(_measure(system, server, spec, cluster.url, dbname, model_url))
+            return load.run(_measure(system, server, spec, cluster.url, dbname, model))
         except Exception as exc:
             log("".join(traceback.format_exception(exc)[-4:]))
             return {"error": f"{type(exc).__name__}: {exc}", "server_log": server.log_tail()}
@@ -164,33 +165,40 @@ def _start_server(system: str, conninfo: str, spec: CellSpec, options: Options, 
 
 
 async def _measure(system: str, server: Child, spec: CellSpec, admin_url: str, dbname: str,
-                   model_url: str) -> dict[str, Any]:
+                   model_process: Child) -> dict[str, Any]:
+    model_url = model_process.url
     ids = [f"conc-{i:04d}-{secrets.token_hex(3)}" for i in range(spec.clients)]
-    limits = httpx.Limits(max_connections=spec.clients + 16, max_keepalive_connections=spec.clients + 16)
-    timeout = httpx.Timeout(spec.turn_timeout_s, connect=60.0)
     with ConnectionPoller(admin_url, dbname) as poller:
-        async with (httpx.AsyncClient(base_url=server.url, limits=limits, timeout=timeout) as client,
+        async with (load.Fleet(server.url, spec.clients, spec) as fleet,
                     httpx.AsyncClient(base_url=model_url, timeout=30.0) as model):
             if system == "isotope":
-                await _create_sessions(client, ids)
-            warm, _ = await load.play(client, ids, _warmup(spec), first=0)
+                await _create_sessions(fleet.clients[0], ids)
+            warm, _ = await load.play(fleet, ids, _warmup(spec), first=0)
             await _quiet(model)
             (await model.post("/stats/reset")).raise_for_status()
-            cpu_before = server.cpu_seconds()
-            timed, wall = await load.play(client, ids, spec, first=1)
-            cpu_after = server.cpu_seconds()
+            cpu_before = _cpu(server, model_process)
+            timed, wall = await load.play(fleet, ids, spec, first=1)
+            cpu_after = _cpu(server, model_process)
             gauge = (await model.get("/stats")).json()
-            stored = await _check_stored(client, ids, warm, timed)
+            stored = await _check_stored(fleet.clients[0], ids, warm, timed)
     result = load.summarise(spec, timed, wall)
     result["warmup_failed"] = sum(not o.ok for per in warm for o in per)
     result["model"] = gauge
     result["pg"] = {"peak": poller.peak, "peak_active": poller.peak_active, "polls": poller.polls,
                     "error": poller.error}
     result["stored"] = stored
-    if cpu_before is not None and cpu_after is not None and result["turns_ok"]:
-        result["server_cpu_ms_per_turn"] = (cpu_after - cpu_before) * 1000 / result["turns_ok"]
+    result["cpu_ms_per_turn"] = {k: _per_turn(cpu_before[k], cpu_after[k], result["turns_ok"]) for k in cpu_before}
     result["loadavg"] = os.getloadavg()[0]
     return result
+
+
+def _cpu(server: Child, model: Child) -> dict[str, float | None]:
+    """CPU seconds so far of the server, the load generator (this process) and the fake model."""
+    return {"server": server.cpu_seconds(), "clients": time.process_time(), "model": model.cpu_seconds()}
+
+
+def _per_turn(before: float | None, after: float | None, turns: int) -> float | None:
+    return None if before is None or after is None or not turns else (after - before) * 1000 / turns
 
 
 def _warmup(spec: CellSpec) -> CellSpec:

@@ -1,21 +1,23 @@
 """LangGraph checkpoints in PostgreSQL: the SQL and the store behind :mod:`app.adapters.langgraph`.
 
-A LangGraph thread is an Isotope session: each checkpoint table references ``isotope_sessions``
-with ``ON DELETE CASCADE``, so a thread is listed, expired, hard-deleted and counted like any
-session. The adapter serialises; this module only moves rows, and is with :mod:`app.store.postgres`
-the only place that imports psycopg for it.
+A LangGraph thread is an Isotope session: every step creates or touches its ``isotope_sessions``
+row, and deleting that row deletes the thread's rows (a trigger, migration 7), so a thread is
+listed, expired, hard-deleted and counted like any session. The adapter serialises; this module
+only moves rows, and is (with :mod:`app.store.postgres`) the only place importing psycopg for it.
 
 Cost per step is flat in history because nothing is rewritten:
 
-* a checkpoint row, plus one ``isotope_lg_blobs`` row per channel whose version changed;
+* a checkpoint row, plus one ``isotope_lg_blobs`` row per non-list channel whose version changed;
 * a *list* channel (``messages``) keeps its elements in ``isotope_lg_items``, one row per element,
-  written once; a version of the list is a short run of segments ``[[epoch, start, end], ...]``
-  (positions ``start..end-1`` of that epoch). Appending extends the last segment; an edit at
-  position k starts a new epoch from k. The items' primary key makes a stale append (another
-  writer, or a fork from an older checkpoint, took those positions) fail instead of overwrite:
-  :class:`EpochTaken`, and the adapter retries in a fresh epoch;
+  written once; the checkpoint row's ``lists`` describes each list by a short run of segments
+  ``[[epoch, start, end], ...]`` (positions ``start..end-1`` of that epoch). Appending extends
+  the last segment; an edit at position k starts a new epoch from k. The items' primary key makes
+  a stale append (another writer, or a fork from an older checkpoint, took those positions) fail
+  instead of overwrite: :class:`EpochTaken`, and the adapter retries in a fresh epoch;
 * a step is one statement: the session row, the blobs, the items and the checkpoint commit
-  together (one round trip, one WAL flush), and ``put_writes`` is one more.
+  together (one round trip, one WAL flush), and ``put_writes`` is one more;
+* inserts are plain first (``ON CONFLICT`` costs a WAL record per row even when nothing
+  conflicts); only a statement that hits a duplicate runs again in its tolerant form.
 """
 
 from __future__ import annotations
@@ -41,8 +43,8 @@ log = logging.getLogger("isotope.store.checkpoints")
 LIST_TYPE = "isotope.list"  # blob type of a list channel's version (its value is in items)
 SESSION_DATA = '{"framework": "langgraph"}'
 
-# The session row: created on a thread's first step, touched (recency, expiry, reactivation) at
-# most about once per run. version moves so Isotope writers of the same id see a change.
+# The session row: created on a thread's first step, touched (recency, expiry, reactivation) once
+# per run. version moves so Isotope writers of the same id see a change.
 _TOUCH = """
 s AS (
     INSERT INTO isotope_sessions AS t (session_id, session_data, metadata, expires_at)
@@ -52,19 +54,25 @@ s AS (
        SET last_updated = now(), version = t.version + 1, is_active = TRUE,
            expires_at = CASE WHEN %(hours)s::float8 IS NULL THEN t.expires_at
                              ELSE now() + %(hours)s::float8 * interval '1 hour' END
-    RETURNING 1
+)"""
+
+# The other steps only make sure the row exists: when it does, an index probe and no WAL.
+_ENSURE = """
+s AS (
+    INSERT INTO isotope_sessions (session_id, session_data, metadata)
+    VALUES (%(tid)s, %(sdata)s::jsonb, '{"framework": "langgraph"}'::jsonb)
+    ON CONFLICT (session_id) DO NOTHING
 )"""
 
 _BLOBS = """
 b AS (
-    INSERT INTO isotope_lg_blobs (session_id, checkpoint_ns, channel, version, type, blob, segments)
-    SELECT %(tid)s, %(ns)s, u.ch, u.ver, u.ty, u.bl, u.seg::jsonb
-      FROM unnest(%(b_ch)b::text[], %(b_ver)b::text[], %(b_ty)b::text[], %(b_bl)b::bytea[], %(b_seg)b::text[])
-           AS u(ch, ver, ty, bl, seg)
-    ON CONFLICT (session_id, checkpoint_ns, channel, version) DO NOTHING
+    INSERT INTO isotope_lg_blobs (session_id, checkpoint_ns, channel, version, type, blob)
+    SELECT %(tid)s, %(ns)s, u.ch, u.ver, u.ty, u.bl
+      FROM unnest(%(b_ch)b::text[], %(b_ver)b::text[], %(b_ty)b::text[], %(b_bl)b::bytea[]) AS u(ch, ver, ty, bl)
+    {conflict}
 )"""
 
-# Plain INSERT on purpose: a position already taken in this epoch must fail the step.
+# Always plain: a position already taken in this epoch must fail the step (EpochTaken).
 _ITEMS = """
 i AS (
     INSERT INTO isotope_lg_items (session_id, checkpoint_ns, channel, epoch, pos, type, blob)
@@ -75,14 +83,13 @@ i AS (
 
 _CHECKPOINT = """
 INSERT INTO isotope_lg_checkpoints (session_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id,
-                                    checkpoint, metadata)
-VALUES (%(tid)s, %(ns)s, %(cid)s, %(parent)s, %(cp)s, %(md)s)
-ON CONFLICT (session_id, checkpoint_ns, checkpoint_id)
-DO UPDATE SET checkpoint = EXCLUDED.checkpoint, metadata = EXCLUDED.metadata
-"""
+                                    checkpoint, metadata, lists)
+VALUES (%(tid)s, %(ns)s, %(cid)s, %(parent)s, %(cp)s, %(md)s, %(lists)s)
+{conflict}"""
+_CHECKPOINT_AGAIN = """ON CONFLICT (session_id, checkpoint_ns, checkpoint_id)
+DO UPDATE SET checkpoint = EXCLUDED.checkpoint, metadata = EXCLUDED.metadata, lists = EXCLUDED.lists"""
+_BLOB_AGAIN = "ON CONFLICT (session_id, checkpoint_ns, channel, version) DO NOTHING"
 
-# Writes can commit before their checkpoint (LangGraph saves both in the background), so they
-# create the session row too; when it exists this costs an index probe and no WAL.
 _WRITES = """
 WITH s AS (
     INSERT INTO isotope_sessions (session_id, session_data, metadata)
@@ -93,44 +100,45 @@ INSERT INTO isotope_lg_writes (session_id, checkpoint_ns, checkpoint_id, task_id
 SELECT %(tid)s, %(ns)s, %(cid)s, %(task)s, %(path)s, u.idx, u.ch, u.ty, u.bl
   FROM unnest(%(w_idx)b::int4[], %(w_ch)b::text[], %(w_ty)b::text[], %(w_bl)b::bytea[]) AS u(idx, ch, ty, bl)
 """
-INSERT_WRITES = _WRITES + "ON CONFLICT (session_id, checkpoint_ns, checkpoint_id, task_id, idx) DO NOTHING"
-UPSERT_WRITES = _WRITES + """ON CONFLICT (session_id, checkpoint_ns, checkpoint_id, task_id, idx)
+# Writes can commit before their checkpoint (LangGraph saves both in the background), so they
+# create the session row too.
+INSERT_WRITES = _WRITES
+INSERT_WRITES_AGAIN = _WRITES + "ON CONFLICT (session_id, checkpoint_ns, checkpoint_id, task_id, idx) DO NOTHING"
+UPSERT_WRITES_AGAIN = _WRITES + """ON CONFLICT (session_id, checkpoint_ns, checkpoint_id, task_id, idx)
 DO UPDATE SET channel = EXCLUDED.channel, type = EXCLUDED.type, blob = EXCLUDED.blob"""
+ITEMS_KEY = "isotope_lg_items_pkey"
 
 
-def put_statement(touch: bool, blobs: bool, items: bool) -> str:
-    """The one statement of a step, for its shape (session touched? blobs? list items?)."""
-    ctes = [c for c, on in ((_TOUCH, touch), (_BLOBS, blobs), (_ITEMS, items)) if on]
-    return ("WITH " + ",".join(ctes) if ctes else "") + _CHECKPOINT
+def put_statement(touch: bool, blobs: bool, items: bool, again: bool) -> str:
+    """The one statement of a step, for its shape; ``again`` tolerates rows that already exist."""
+    ctes = [_TOUCH if touch else _ENSURE]
+    if blobs:
+        ctes.append(_BLOBS.format(conflict=_BLOB_AGAIN if again else ""))
+    if items:
+        ctes.append(_ITEMS)
+    return "WITH " + ",".join(ctes) + _CHECKPOINT.format(conflict=_CHECKPOINT_AGAIN if again else "")
 
 
 _LIVE = """EXISTS (SELECT FROM isotope_sessions s WHERE s.session_id = c.session_id AND s.is_active
                   AND (s.expires_at IS NULL OR s.expires_at > now()))"""
 
-# A checkpoint with its blobs, its list channels (segments and their items, in order) and its
-# pending writes: one query, one round trip, however long the history.
+# A checkpoint with its blobs, its list channels' items (in order) and its pending writes: one
+# query, one round trip, however long the history. A list whose segments the caller already holds
+# (%(known)s: {channel: segments}) is not sent again.
 _SELECT = """
 SELECT c.session_id, c.checkpoint_ns, c.checkpoint_id, c.parent_checkpoint_id, c.checkpoint, c.metadata,
+  c.lists::text,
   (SELECT array_agg(array[convert_to(b.channel, 'UTF8'), convert_to(b.type, 'UTF8'), b.blob])
      FROM jsonb_each_text(c.checkpoint -> 'channel_versions') v
      JOIN isotope_lg_blobs b ON b.session_id = c.session_id AND b.checkpoint_ns = c.checkpoint_ns
-                            AND b.channel = v.key AND b.version = v.value
-    WHERE b.segments IS NULL) AS blobs,
-  (SELECT json_object_agg(b.channel, b.segments)::text
-     FROM jsonb_each_text(c.checkpoint -> 'channel_versions') v
-     JOIN isotope_lg_blobs b ON b.session_id = c.session_id AND b.checkpoint_ns = c.checkpoint_ns
-                            AND b.channel = v.key AND b.version = v.value
-    WHERE b.segments IS NOT NULL) AS lists,
-  (SELECT array_agg(array[convert_to(b.channel, 'UTF8'), convert_to(i.type, 'UTF8'), i.blob]
-                    ORDER BY b.channel, i.pos)
-     FROM jsonb_each_text(c.checkpoint -> 'channel_versions') v
-     JOIN isotope_lg_blobs b ON b.session_id = c.session_id AND b.checkpoint_ns = c.checkpoint_ns
-                            AND b.channel = v.key AND b.version = v.value
-     CROSS JOIN LATERAL jsonb_array_elements(b.segments) seg
+                            AND b.channel = v.key AND b.version = v.value) AS blobs,
+  (SELECT array_agg(array[convert_to(l.key, 'UTF8'), convert_to(i.type, 'UTF8'), i.blob] ORDER BY l.key, i.pos)
+     FROM jsonb_each(c.lists) l
+     CROSS JOIN LATERAL jsonb_array_elements(l.value) seg
      JOIN isotope_lg_items i ON i.session_id = c.session_id AND i.checkpoint_ns = c.checkpoint_ns
-                            AND i.channel = b.channel AND i.epoch = (seg ->> 0)::int
+                            AND i.channel = l.key AND i.epoch = (seg ->> 0)::int
                             AND i.pos >= (seg ->> 1)::int AND i.pos < (seg ->> 2)::int
-    WHERE b.segments IS NOT NULL) AS items,
+    WHERE (%(known)s::jsonb -> l.key) IS DISTINCT FROM l.value) AS items,
   (SELECT array_agg(array[convert_to(w.task_id, 'UTF8'), convert_to(w.channel, 'UTF8'),
                           convert_to(w.type, 'UTF8'), w.blob, convert_to(w.task_path, 'UTF8'),
                           convert_to(w.idx::text, 'UTF8')])
@@ -165,24 +173,24 @@ WITH src AS (
     INSERT INTO isotope_sessions AS t (session_id, session_data, metadata, expires_at)
     SELECT %(dst)s, %(sdata)s::jsonb, '{"framework": "langgraph"}'::jsonb, src.expires_at FROM src
     ON CONFLICT (session_id) DO UPDATE SET last_updated = now(), version = t.version + 1, is_active = TRUE
-    RETURNING 1
 ), c AS (
-    INSERT INTO isotope_lg_checkpoints
-    SELECT %(dst)s, checkpoint_ns, checkpoint_id, parent_checkpoint_id, checkpoint, metadata
+    INSERT INTO isotope_lg_checkpoints (session_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id,
+                                        checkpoint, metadata, lists)
+    SELECT %(dst)s, checkpoint_ns, checkpoint_id, parent_checkpoint_id, checkpoint, metadata, lists
       FROM isotope_lg_checkpoints WHERE session_id = %(src)s
     ON CONFLICT DO NOTHING
 ), b AS (
-    INSERT INTO isotope_lg_blobs
-    SELECT %(dst)s, checkpoint_ns, channel, version, type, blob, segments
+    INSERT INTO isotope_lg_blobs (session_id, checkpoint_ns, channel, version, type, blob)
+    SELECT %(dst)s, checkpoint_ns, channel, version, type, blob
       FROM isotope_lg_blobs WHERE session_id = %(src)s
     ON CONFLICT DO NOTHING
 ), i AS (
-    INSERT INTO isotope_lg_items
+    INSERT INTO isotope_lg_items (session_id, checkpoint_ns, channel, epoch, pos, type, blob)
     SELECT %(dst)s, checkpoint_ns, channel, epoch, pos, type, blob
       FROM isotope_lg_items WHERE session_id = %(src)s
     ON CONFLICT DO NOTHING
 )
-INSERT INTO isotope_lg_writes
+INSERT INTO isotope_lg_writes (session_id, checkpoint_ns, checkpoint_id, task_id, idx, channel, type, blob, task_path)
 SELECT %(dst)s, checkpoint_ns, checkpoint_id, task_id, idx, channel, type, blob, task_path
   FROM isotope_lg_writes WHERE session_id = %(src)s
 ON CONFLICT DO NOTHING
@@ -224,10 +232,11 @@ DELETE FROM isotope_lg_blobs b WHERE b.session_id = ANY(%(tids)s)
 """
 GC_ITEMS = """
 DELETE FROM isotope_lg_items i WHERE i.session_id = ANY(%(tids)s)
-   AND NOT EXISTS (SELECT FROM isotope_lg_blobs b CROSS JOIN LATERAL jsonb_array_elements(b.segments) seg
-                    WHERE b.session_id = i.session_id AND b.checkpoint_ns = i.checkpoint_ns
-                      AND b.channel = i.channel AND b.segments IS NOT NULL
-                      AND (seg ->> 0)::int = i.epoch
+   AND NOT EXISTS (SELECT FROM isotope_lg_checkpoints c
+                     CROSS JOIN LATERAL jsonb_each(c.lists) l
+                     CROSS JOIN LATERAL jsonb_array_elements(l.value) seg
+                    WHERE c.session_id = i.session_id AND c.checkpoint_ns = i.checkpoint_ns
+                      AND l.key = i.channel AND (seg ->> 0)::int = i.epoch
                       AND i.pos >= (seg ->> 1)::int AND i.pos < (seg ->> 2)::int)
 """
 DELETE_RUNS = """
@@ -254,9 +263,11 @@ class StepRows:
     metadata: dict[str, Any]
     touch: bool
     expires_in_hours: float | None = None
-    # (channel, version, type, blob or None, segments or None)
-    blobs: list[tuple[str, str, str, bytes | None, list[list[int]] | None]] = field(default_factory=list)
-    # (channel, epoch, pos, type, blob)
+    # (channel, version, type, blob)
+    blobs: list[tuple[str, str, str, bytes]] = field(default_factory=list)
+    # list channel -> segments, for every list channel of the checkpoint
+    lists: dict[str, list[list[int]]] = field(default_factory=dict)
+    # new list elements: (channel, epoch, pos, type, blob)
     items: list[tuple[str, int, int, str, bytes]] = field(default_factory=list)
 
 
@@ -278,19 +289,15 @@ class EpochTaken(Exception):
     """A list append hit positions another write already holds; re-plan in a fresh epoch."""
 
 
-class SessionGone(Exception):
-    """The step's session row does not exist (deleted since this process last touched it)."""
-
-
 def _text(value: bytes | None) -> str:
     return value.decode() if value is not None else ""
 
 
 def _row(r: tuple[Any, ...]) -> CheckpointRow:
-    blobs = [(_text(ch), _text(ty), bl) for ch, ty, bl in (r[6] or [])]
+    blobs = [(_text(ch), _text(ty), bl) for ch, ty, bl in (r[7] or [])]
     items = [(_text(ch), _text(ty), bl) for ch, ty, bl in (r[8] or [])]
     writes = [(_text(t), _text(ch), _text(ty), bl, _text(p), int(_text(i))) for t, ch, ty, bl, p, i in (r[9] or [])]
-    return CheckpointRow(r[0], r[1], r[2], r[3], r[4], r[5], blobs, json.loads(r[7]) if r[7] else {}, items, writes)
+    return CheckpointRow(r[0], r[1], r[2], r[3], r[4], r[5], blobs, json.loads(r[6]) if r[6] else {}, items, writes)
 
 
 class CheckpointStore:
@@ -339,29 +346,32 @@ class CheckpointStore:
     # ------------------------------------------------------------------ writes
 
     def put(self, step: StepRows) -> None:
+        """Write one checkpoint in one statement. Raises :class:`EpochTaken` (nothing written)."""
         params: dict[str, Any] = {
             "tid": step.thread_id, "ns": step.checkpoint_ns, "cid": step.checkpoint_id, "parent": step.parent_id,
             "cp": Jsonb(step.checkpoint), "md": Jsonb(step.metadata), "sdata": SESSION_DATA,
-            "hours": step.expires_in_hours,
+            "hours": step.expires_in_hours, "lists": Jsonb(step.lists) if step.lists else None,
         }
         if step.blobs:
             params.update(b_ch=[b[0] for b in step.blobs], b_ver=[b[1] for b in step.blobs],
-                          b_ty=[b[2] for b in step.blobs], b_bl=[b[3] for b in step.blobs],
-                          b_seg=[json.dumps(b[4]) if b[4] is not None else None for b in step.blobs])
+                          b_ty=[b[2] for b in step.blobs], b_bl=[b[3] for b in step.blobs])
         if step.items:
             params.update(i_ch=[i[0] for i in step.items], i_ep=[i[1] for i in step.items],
                           i_pos=[i[2] for i in step.items], i_ty=[i[3] for i in step.items],
                           i_bl=[i[4] for i in step.items])
-        statement = put_statement(step.touch, bool(step.blobs), bool(step.items))
-        try:
-            with self._conn() as conn:
-                conn.execute(statement, params)
-        except pg_errors.UniqueViolation as exc:
-            raise EpochTaken(str(exc.diag.constraint_name)) from exc
-        except pg_errors.ForeignKeyViolation as exc:
-            raise SessionGone(step.thread_id) from exc
-        except psycopg.OperationalError as exc:
-            raise StoreUnavailable(f"could not save a LangGraph checkpoint: {exc}") from exc
+        for again in (False, True):
+            statement = put_statement(step.touch, bool(step.blobs), bool(step.items), again)
+            try:
+                with self._conn() as conn:
+                    conn.execute(statement, params)
+                return
+            except pg_errors.UniqueViolation as exc:
+                if exc.diag.constraint_name == ITEMS_KEY:
+                    raise EpochTaken(step.thread_id) from exc
+                if again:
+                    raise
+            except psycopg.OperationalError as exc:
+                raise StoreUnavailable(f"could not save a LangGraph checkpoint: {exc}") from exc
 
     def put_writes(self, thread_id: str, checkpoint_ns: str, checkpoint_id: str, task_id: str, task_path: str,
                    rows: Sequence[tuple[int, str, str, bytes | None]], upsert: bool) -> None:
@@ -371,19 +381,23 @@ class CheckpointStore:
                   "sdata": SESSION_DATA,
                   "w_idx": [r[0] for r in rows], "w_ch": [r[1] for r in rows], "w_ty": [r[2] for r in rows],
                   "w_bl": [r[3] for r in rows]}
-        try:
-            with self._conn() as conn:
-                conn.execute(UPSERT_WRITES if upsert else INSERT_WRITES, params)
-        except pg_errors.ForeignKeyViolation as exc:
-            raise InvalidInput("config", f"thread {thread_id!r} has no checkpoints (deleted?); "
-                                         "writes need a saved checkpoint") from exc
-        except psycopg.OperationalError as exc:
-            raise StoreUnavailable(f"could not save LangGraph pending writes: {exc}") from exc
+        for statement in (INSERT_WRITES, UPSERT_WRITES_AGAIN if upsert else INSERT_WRITES_AGAIN):
+            try:
+                with self._conn() as conn:
+                    conn.execute(statement, params)
+                return
+            except pg_errors.UniqueViolation:
+                if statement is not INSERT_WRITES:
+                    raise
+            except psycopg.OperationalError as exc:
+                raise StoreUnavailable(f"could not save LangGraph pending writes: {exc}") from exc
 
     # ------------------------------------------------------------------ reads
 
-    def get(self, thread_id: str, checkpoint_ns: str, checkpoint_id: str | None) -> CheckpointRow | None:
-        params = {"tid": thread_id, "ns": checkpoint_ns, "cid": checkpoint_id}
+    def get(self, thread_id: str, checkpoint_ns: str, checkpoint_id: str | None,
+            known: dict[str, list[list[int]]] | None = None) -> CheckpointRow | None:
+        """The checkpoint (latest without an id); lists whose segments are in ``known`` come without items."""
+        params = {"tid": thread_id, "ns": checkpoint_ns, "cid": checkpoint_id, "known": Jsonb(known) if known else None}
         with self._conn() as conn:
             row = conn.execute(GET_ONE if checkpoint_id else GET_LATEST, params).fetchone()
         return _row(row) if row else None
@@ -391,14 +405,14 @@ class CheckpointStore:
     def list(self, thread_id: str | None, checkpoint_ns: str | None, checkpoint_id: str | None,
              filter: dict[str, Any] | None, before: str | None, limit: int | None) -> list[CheckpointRow]:
         params = {"tid": thread_id, "ns": checkpoint_ns, "cid": checkpoint_id,
-                  "filter": Jsonb(filter) if filter else None, "before": before, "limit": limit}
+                  "filter": Jsonb(filter) if filter else None, "before": before, "limit": limit, "known": None}
         with self._conn() as conn:
             return [_row(r) for r in conn.execute(LIST, params).fetchall()]
 
     # ------------------------------------------------------------------ thread-wide operations
 
     def delete_thread(self, thread_id: str) -> None:
-        """Hard-delete the thread's session; its checkpoint rows go with it (ON DELETE CASCADE)."""
+        """Hard-delete the thread's session; its checkpoint rows go with it (trigger of migration 7)."""
         with self._conn() as conn:
             conn.execute(session_sql.HARD_DELETE, {"sid": thread_id})
 

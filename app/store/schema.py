@@ -179,6 +179,28 @@ MIGRATIONS: tuple[Migration, ...] = (
         $$;
         CREATE INDEX idx_isotope_messages_text ON isotope_messages USING gin (isotope_message_tsvector(message));
     """),
+    Migration(7, "LangGraph checkpoints: list segments in the checkpoint row, cascade by trigger", """
+        -- Measured per LangGraph run (3 checkpoints, 2 writes): the foreign keys' row lock on
+        -- the session (FOR KEY SHARE, one WAL record and often a MultiXact per transaction) and
+        -- a blobs row per list version were a fifth of the WAL. A trigger gives the same cascade;
+        -- every step creates its session row if missing, so no checkpoint is left without one.
+        ALTER TABLE isotope_lg_checkpoints DROP CONSTRAINT isotope_lg_checkpoints_session_id_fkey,
+            ADD COLUMN lists JSONB;
+        ALTER TABLE isotope_lg_blobs DROP CONSTRAINT isotope_lg_blobs_session_id_fkey,
+            DROP COLUMN segments;
+        ALTER TABLE isotope_lg_items DROP CONSTRAINT isotope_lg_items_session_id_fkey;
+        ALTER TABLE isotope_lg_writes DROP CONSTRAINT isotope_lg_writes_session_id_fkey;
+        CREATE FUNCTION isotope_lg_forget_session() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            DELETE FROM isotope_lg_checkpoints WHERE session_id = OLD.session_id;
+            DELETE FROM isotope_lg_blobs WHERE session_id = OLD.session_id;
+            DELETE FROM isotope_lg_items WHERE session_id = OLD.session_id;
+            DELETE FROM isotope_lg_writes WHERE session_id = OLD.session_id;
+            RETURN OLD;
+        END $$;
+        CREATE TRIGGER isotope_lg_forget_session AFTER DELETE ON isotope_sessions
+            FOR EACH ROW EXECUTE FUNCTION isotope_lg_forget_session();
+    """),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version
@@ -205,8 +227,8 @@ CURRENT_SCHEMA_SUMMARY: dict[str, Any] = {
         "isotope_spool_applied": ["session_id", "write_id", "applied_at", "version"],
         "isotope_schema_version": ["version", "name", "applied_at"],
         "isotope_lg_checkpoints": ["session_id", "checkpoint_ns", "checkpoint_id", "parent_checkpoint_id",
-                                   "checkpoint", "metadata"],
-        "isotope_lg_blobs": ["session_id", "checkpoint_ns", "channel", "version", "type", "blob", "segments"],
+                                   "checkpoint", "metadata", "lists"],
+        "isotope_lg_blobs": ["session_id", "checkpoint_ns", "channel", "version", "type", "blob"],
         "isotope_lg_items": ["session_id", "checkpoint_ns", "channel", "epoch", "pos", "type", "blob"],
         "isotope_lg_writes": ["session_id", "checkpoint_ns", "checkpoint_id", "task_id", "idx", "channel", "type",
                               "blob", "task_path"],

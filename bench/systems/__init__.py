@@ -14,6 +14,7 @@ REGISTRY: dict[str, str] = {
     "isotope_save": "bench.systems.isotope_save:IsotopeSave",
     "isotope_engine": "bench.systems.isotope_engine:IsotopeEngineTurn",
     "langgraph": "bench.systems.langgraph_saver:LangGraphSaver",
+    "langgraph_isotope": "bench.systems.langgraph_isotope:LangGraphIsotope",
     "langchain_postgres": "bench.systems.langchain_pg:LangchainPostgres",
     "agents_sdk": "bench.systems.agents_sdk:AgentsSdk",
     FLOOR: "bench.systems.floor:Floor",

@@ -155,6 +155,8 @@ class ApiConfig(_Section):
     sessions inactive for this many hours (the store's hard cleanup).
     ``shutdown_grace_s``: after SIGTERM, how long running turns may take to finish before they are
     abandoned; the process exits about two seconds after that at most.
+    ``allowed_hosts``: the host names (``Host`` header) the server answers to, ``*.example.com``
+    and ``*`` allowed; unset, the loopback names on a loopback bind and any host otherwise.
     """
 
     host: str = "127.0.0.1"
@@ -164,6 +166,7 @@ class ApiConfig(_Section):
     cleanup_interval_s: float = Field(300.0, gt=0)
     hard_delete_after_hours: float | None = Field(None, ge=0)
     shutdown_grace_s: float = Field(6.0, ge=0, le=60)
+    allowed_hosts: list[str] | None = None
 
 
 class Settings(_Section):

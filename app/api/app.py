@@ -23,6 +23,7 @@ import anyio
 from fastapi import FastAPI
 
 from app.api import cleanup, errors, redact, routes_chat, routes_console, routes_guide, routes_ops
+from app.api.edges import EdgeMiddleware, allowed_hosts
 from app.api.middleware import BodyLimitMiddleware, GuardMiddleware, MetricsMiddleware
 from app.api.responses import JSONBody
 from app.api.state import ApiState, Lifecycle
@@ -66,8 +67,10 @@ def create_app(settings: Settings | None = None, *, manager: SessionManager | No
     app.include_router(routes_chat.router)
     app.include_router(routes_ops.router)
     routes_console.install(app)  # the web console at / and its /api/console routes
-    # Added last = outermost: the guard sees everything, then metrics, then the size limit.
+    # Added last = outermost: the guard sees everything, then metrics, the edges (Host header,
+    # cross-site requests), then the size limit.
     app.add_middleware(BodyLimitMiddleware, limit=settings.api.max_request_bytes)
+    app.add_middleware(EdgeMiddleware, hosts=allowed_hosts(settings.api.allowed_hosts, settings.api.host))
     app.add_middleware(MetricsMiddleware)
     app.add_middleware(GuardMiddleware, failure=lambda: state.failure)
     return app

@@ -3,7 +3,8 @@ expired sessions and, when ``api.hard_delete_after_hours`` is set, remove what h
 that long.
 
 **Several instances.** Each pass first takes the job's lock without waiting (the same advisory
-lock the turns use, keyed by a reserved id, so it spans every instance on the database; a file
+lock the turns use, keyed by an internal id that no session id can equal, so it spans every
+instance on the database and no client's session can hold it; a file
 lock while PostgreSQL is down). The instance that gets it does the pass; the others count a
 ``skipped`` run and try again next interval. The store's statements are per-session and
 conditional besides, so even two overlapping passes could not change a session twice or fail.
@@ -21,10 +22,11 @@ from app.api import metrics
 from app.config import ApiConfig
 from app.core.postgres_session_manager import SessionManager
 from app.errors import IsotopeError, SessionBusy
+from app.store.base import internal_lock_id
 
 log = logging.getLogger("isotope.api.cleanup")
 
-JOB_LOCK_ID = "isotope:job:expiry"
+JOB_LOCK_ID = internal_lock_id("job:expiry")  # outside the session id space: no client can hold it
 
 
 def run_once(manager: SessionManager, config: ApiConfig) -> dict[str, int] | None:

@@ -4,23 +4,26 @@ Every error body is ``{"error": {"code": "...", "message": "..."}}`` (plus ``"fi
 rejected input). The status is looked up by exception class along the MRO, the way starlette finds
 its handlers, so a subclass inherits its parent's status unless it has its own row:
 
-=========================  ======  =======================  =====================================
-exception                  status  code                     note
-=========================  ======  =======================  =====================================
-Unauthorized               401     ``unauthorized``         ``WWW-Authenticate: Bearer``
+=========================  ======  ==========================  ====================================
+exception                  status  code                        note
+=========================  ======  ==========================  ====================================
+ForeignHost                400     ``invalid_host``            Host not in ``api.allowed_hosts``
+Unauthorized               401     ``unauthorized``            ``WWW-Authenticate: Bearer``
+CrossSiteRequest           403     ``cross_site_request``      a state change from another origin
 SessionNotFound            404     ``session_not_found``
-SessionBusy                409     ``session_busy``         ``Retry-After``
+SessionBusy                409     ``session_busy``            ``Retry-After``
 StaleSession               409     ``stale_session``
 SessionExists              409     ``session_exists``
 RequestTooLarge            413     ``request_too_large``
-LimitExceeded              422     ``limit_exceeded``       names the field
-InvalidInput               422     ``invalid_input``        names the field (also request validation)
-EngineError                502     ``engine_error``         the model or a tool failed; nothing saved
-StoreUnavailable           503     ``store_unavailable``    ``Retry-After``
+UnsupportedMediaType       415     ``unsupported_media_type``  a state change whose body is not JSON
+LimitExceeded              422     ``limit_exceeded``          names the field
+InvalidInput               422     ``invalid_input``           names the field (also request validation)
+EngineError                502     ``engine_error``            the model or a tool failed; nothing saved
+StoreUnavailable           503     ``store_unavailable``       ``Retry-After``
 StoreNotOpen               503     ``not_ready``
-ServiceUnavailable         503     ``shutting_down`` ...    ``Retry-After``
-IsotopeError, other        500     ``internal_error``       message withheld: see the server log
-=========================  ======  =======================  =====================================
+ServiceUnavailable         503     ``shutting_down`` ...       ``Retry-After``
+IsotopeError, other        500     ``internal_error``          message withheld: see the server log
+=========================  ======  ==========================  ====================================
 
 Messages of the classes above are written as instructions and are shown; a 500 never shows the
 exception's text (it might quote SQL or a driver message) and the log line has no traceback
@@ -77,6 +80,24 @@ class RequestTooLarge(ApiError):
     code = "request_too_large"
 
 
+class ForeignHost(ApiError):
+    """The Host header names a host this server does not answer to (DNS rebinding)."""
+
+    code = "invalid_host"
+
+
+class CrossSiteRequest(ApiError):
+    """A state-changing request sent by a page of another origin."""
+
+    code = "cross_site_request"
+
+
+class UnsupportedMediaType(ApiError):
+    """A state-changing request whose body is not JSON (an HTML form can send no other kind)."""
+
+    code = "unsupported_media_type"
+
+
 class ServiceUnavailable(ApiError):
     """The server cannot take this request now (starting, shutting down, too many turns)."""
 
@@ -91,12 +112,15 @@ class Mapping:
 
 
 STATUS_BY_CLASS: dict[type[BaseException], Mapping] = {
+    ForeignHost: Mapping(400, "invalid_host"),
     Unauthorized: Mapping(401, "unauthorized"),
+    CrossSiteRequest: Mapping(403, "cross_site_request"),
     SessionNotFound: Mapping(404, "session_not_found"),
     SessionBusy: Mapping(409, "session_busy", retry_after=1),
     StaleSession: Mapping(409, "stale_session"),
     SessionExists: Mapping(409, "session_exists"),
     RequestTooLarge: Mapping(413, "request_too_large"),
+    UnsupportedMediaType: Mapping(415, "unsupported_media_type"),
     LimitExceeded: Mapping(422, "limit_exceeded"),
     InvalidInput: Mapping(422, "invalid_input"),
     EngineError: Mapping(502, "engine_error"),

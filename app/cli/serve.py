@@ -22,6 +22,7 @@ import typer
 import uvicorn
 
 from app.api import create_app, redact
+from app.api.edges import is_loopback
 from app.api.state import REPORT_MARGIN_S, Lifecycle
 from app.config import load_settings
 
@@ -47,16 +48,21 @@ def serve(
     host: str | None = typer.Option(None, "--host", help="Interface to bind (default: api.host)."),
     port: int | None = typer.Option(None, "--port", help="Port (default: api.port, 8000)."),
     access_log: bool = typer.Option(False, "--access-log", help="Log every request (uvicorn's access log)."),
+    allow_unauthenticated: bool = typer.Option(
+        False, "--allow-unauthenticated",
+        help="Serve a non-loopback address without api.token: anyone who reaches it controls every session."),
 ) -> None:
     """Serve the HTTP API: the guide's endpoints, the chat API, /health, /ready, /metrics."""
     settings = load_settings()
     redact.install_log_filter()
     logging.getLogger("uvicorn.error").setLevel(min(logging.INFO, logging.getLogger().getEffectiveLevel()))
+    settings.api.host = host or settings.api.host  # the app's Host check follows the real bind
+    _check_exposure(settings.api.host, settings.api.token is not None, allow_unauthenticated)
     app = create_app(settings)
     grace = settings.api.shutdown_grace_s
     config = uvicorn.Config(
         app,
-        host=host or settings.api.host,
+        host=settings.api.host,
         port=settings.api.port if port is None else port,
         log_config=None,
         access_log=access_log,
@@ -82,3 +88,17 @@ def serve(
             "exiting with %d abandoned turns still in a model call", state.turns.running())
         logging.shutdown()
         os._exit(0)
+
+
+def _check_exposure(host: str, has_token: bool, allowed: bool) -> None:
+    """Refuse to serve a non-loopback address without authentication, unless told so explicitly."""
+    if has_token or is_loopback(host):
+        return
+    if not allowed:
+        typer.echo(f"isotope serve: refusing to listen on {host} without authentication: anyone who can reach it "
+                   f"could read and delete every session. Set api.token (or ISOTOPE_API_TOKEN), bind to "
+                   f"127.0.0.1, or pass --allow-unauthenticated to accept that.", err=True)
+        raise typer.Exit(2)
+    logging.getLogger("isotope.api").warning(
+        "SERVING WITHOUT AUTHENTICATION on %s (--allow-unauthenticated): anyone who can reach this port can "
+        "read, change and delete every session", host)

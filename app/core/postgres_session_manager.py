@@ -55,6 +55,7 @@ from app.store.base import (
     check_paging,
     check_session_data,
     check_session_id,
+    is_internal_lock_id,
 )
 from app.store.files import FileSessionStore
 from app.store.postgres import PostgresSessionStore
@@ -376,9 +377,11 @@ class SessionManager:
         """Exclusive per-session lock across threads, processes and instances sharing the database.
 
         PostgreSQL's advisory lock while it answers (saves inside reuse the lock's connection);
-        a file lock under the data dir while it does not.
+        a file lock under the data dir while it does not. ``session_id`` may also be an
+        :func:`~app.store.base.internal_lock_id`.
         """
-        check_session_id(session_id)
+        if not is_internal_lock_id(session_id):
+            check_session_id(session_id)
         self._ready()
         if self.pg is not None and not self.fallback_active:
             try:

@@ -113,6 +113,20 @@ class SessionStore(Protocol):
 # Validation shared by every entry point (manager, API, CLI)
 
 
+# Internal lock names (the expiry job's...) start with NUL, which check_session_id refuses in a
+# session id: no client can create a session that shares a lock with an internal job.
+INTERNAL_LOCK_PREFIX = "\x00isotope:"
+
+
+def internal_lock_id(name: str) -> str:
+    """The lock id of an internal job ``name``: never equal to any session id."""
+    return INTERNAL_LOCK_PREFIX + name
+
+
+def is_internal_lock_id(value: Any) -> bool:
+    return isinstance(value, str) and value.startswith(INTERNAL_LOCK_PREFIX)
+
+
 def check_session_id(session_id: Any, field_name: str = "session_id") -> str:
     if not isinstance(session_id, str):
         raise InvalidInput(field_name, f"must be a string, not {type(session_id).__name__}")

@@ -35,7 +35,7 @@ class ApiServer:
     """``isotope serve`` on this test's database; ``config`` is written as the YAML file it reads."""
 
     def __init__(self, database_url: str, data_dir: Path, config: dict[str, Any] | None = None,
-                 port: int | None = None, name: str = "server", **env: str) -> None:
+                 port: int | None = None, name: str = "server", args: tuple[str, ...] = (), **env: str) -> None:
         self.data_dir = data_dir
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -47,7 +47,7 @@ class ApiServer:
             environ.pop("ISOTOPE_API_TOKEN", None)
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
-            [PYTHON, "-m", "app.cli.main", "serve", "--port", str(self.port)],
+            [PYTHON, "-m", "app.cli.main", "serve", "--port", str(self.port), *args],
             stdout=self._log, stderr=subprocess.STDOUT, env=environ, cwd=data_dir,
         )
         self.wait_healthy()

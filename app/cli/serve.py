@@ -3,7 +3,10 @@
 ::
 
     isotope serve                          # api.host / api.port from the configuration (127.0.0.1:8000)
-    isotope serve --host 0.0.0.0 --port 8080
+    ISOTOPE_API_TOKEN=... isotope serve --host 0.0.0.0 --port 8080   # a public bind needs api.token
+
+A non-loopback bind without ``api.token`` is refused (exit 2) unless ``--allow-unauthenticated``
+is given, which is logged as a warning at every start.
 
 SIGTERM or Ctrl+C: the server stops accepting connections, running turns get
 ``api.shutdown_grace_s`` to finish (then they are abandoned, saving nothing), the store is closed

@@ -22,7 +22,7 @@ from typing import Any
 import anyio
 from fastapi import FastAPI
 
-from app.api import cleanup, errors, redact, routes_chat, routes_console, routes_guide, routes_ops
+from app.api import cleanup, errors, redact, routes_chat, routes_console, routes_guide, routes_ops, routes_transfer
 from app.api.edges import EdgeMiddleware, allowed_hosts
 from app.api.middleware import BodyLimitMiddleware, GuardMiddleware, MetricsMiddleware
 from app.api.responses import JSONBody
@@ -64,6 +64,7 @@ def create_app(settings: Settings | None = None, *, manager: SessionManager | No
     app.state.isotope = state
     errors.install(app)
     app.include_router(routes_guide.router)
+    app.include_router(routes_transfer.router)
     app.include_router(routes_chat.router)
     app.include_router(routes_ops.router)
     routes_console.install(app)  # the web console at / and its /api/console routes

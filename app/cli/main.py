@@ -3,6 +3,8 @@
     isotope doctor                 configuration (with sources), connection, schema, counts, a round trip
     isotope migrate                apply schema migrations explicitly
     isotope sessions list|show|delete|cleanup|stats
+    isotope sessions export|import|fork   JSON Lines export and import, copies (see app/cli/transfer.py)
+    isotope import-files [DATA_DIR]    move the former file store's sessions into PostgreSQL
     isotope chat                   talk to the engine (see app/cli/chat.py)
     isotope serve                  the HTTP API (see app/api)
 
@@ -26,6 +28,7 @@ from rich.markup import escape
 
 from app.cli import doctor as doctor_cmd
 from app.cli import sessions as sessions_cmd
+from app.cli import transfer as transfer_cmd
 from app.cli.terminal import shown
 from app.errors import ConfigError, IsotopeError
 from app.masking import install_log_filter, remember_settings, scrub
@@ -48,6 +51,10 @@ _ABORTS: tuple[type[Exception], ...] = (click.exceptions.Abort, typer.Abort)
 app.add_typer(sessions_cmd.app, name="sessions")
 app.command("doctor")(doctor_cmd.doctor)
 app.command("migrate")(doctor_cmd.migrate)
+sessions_cmd.app.command("export")(transfer_cmd.export)
+sessions_cmd.app.command("import")(transfer_cmd.import_)
+sessions_cmd.app.command("fork")(transfer_cmd.fork)
+app.command("import-files")(transfer_cmd.import_files)
 
 
 def _register_optional_commands() -> None:

@@ -169,6 +169,15 @@ class IsotopeEngine:
             raise SessionNotFound(session_id)
         return session_state(stored.data)
 
+    def fork_session(self, session_id: str, new_session_id: str | None = None, at_message: int | None = None,
+                     metadata: Mapping[str, Any] | None = None) -> str:
+        """Copy a session (or its first ``at_message`` messages) to a new one and return its id; turns
+        on either never touch the other (``SessionManager.fork_session``)."""
+        new_id = self.manager.fork_session(session_id, new_session_id, at_message,
+                                           dict(metadata) if metadata is not None else None)
+        log.info("forked session %s -> %s", session_id, new_id)
+        return new_id
+
     def list_sessions(self, limit: int = 10) -> list[dict[str, Any]]:
         """The most recently updated active sessions (the manager's listing items)."""
         return [dict(item) for item in self.manager.list_sessions(limit=limit, include_inactive=False)]

@@ -259,6 +259,14 @@ class SessionManager:
         result["spool_depth"] = self.spool.depth() if self.spool is not None else 0
         return result
 
+    def fork_session(self, session_id: str, new_session_id: str | None = None, at_message: int | None = None,
+                     metadata: dict[str, Any] | None = None) -> str:
+        """Copy a session (or its first ``at_message`` messages) to a new, independent one; return
+        its id. In PostgreSQL one statement on the server: see :func:`app.core.transfer.fork_session`."""
+        from app.core.transfer import fork_session  # app.core.transfer builds on this module
+
+        return fork_session(self, session_id, new_session_id, at_message, metadata)
+
     # ------------------------------------------------------------------ richer API (engine, API, CLI)
 
     def save(self, session_id: str, session_data: dict[str, Any], metadata: dict[str, Any] | None = None,

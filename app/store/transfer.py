@@ -37,7 +37,7 @@ from app.store.schema import migrate
 FORMAT = "isotope.session"
 FORMAT_VERSION = 1
 INLINE_MESSAGES = 500  # sessions up to this many messages come with their line's first row
-MESSAGE_BATCH = 2_000  # rows per fetch when a longer session streams its messages
+MESSAGE_BATCH = 500  # rows per fetch when a longer session streams its messages (~0.5 MB)
 SESSIONS_PER_FETCH = 20  # rows per fetch of the session cursor (at most ~20 x 500 messages in memory)
 MESSAGES_PER_INSERT = 5_000
 

@@ -395,7 +395,7 @@ def _session_data_text(data: dict[str, Any], members: dict[str, MemberState], co
         else:
             continue  # a member skipped whole (unstorable)
         parts.append(f"{_key_json(name)}:{body}")
-    if not has_messages:  # keep the count visible to SQL without inventing a member
+    if not has_messages and MESSAGES not in members:  # keep the count visible to SQL without inventing a member
         parts.append(f'"{MESSAGES}":{{"{codec.TAG}":"messages","count":0,"bytes":0,"present":false}}')
     return "{" + ",".join(parts) + "}"
 

@@ -129,6 +129,7 @@ def test_export_then_import_into_an_empty_database_gives_every_session_back(
     assert full is not None and full.data["values"]["nul"] == "a\x00b" and full.data["values"]["map"][(1, 2)]
     assert full.data["messages"][-3].tool_calls[0]["args"] == {"title": "water"}
     assert target.session_info(ids["plain"])["version"] == 2  # type: ignore[index]
+    assert target.load_session(ids["notalist"]) == {"messages": "not a list", "x": None}
 
 
 def test_export_lines_follow_the_documented_format(manager: SessionManager) -> None:

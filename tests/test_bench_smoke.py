@@ -98,6 +98,9 @@ def test_concurrency_scenario_runs_isotope_and_langgraph(pg_admin_url: str, tmp_
         # the fake model really waits: no turn can be shorter than its latency
         assert min(s for s in res["samples_s"]) >= 0.2
         assert res["ratio"] > 0 and res["p50_ratio"] >= 1.0
+        # every turn's model request was found by its tag, and happened inside the turn
+        assert res["phases_ms"]["unmatched"] == 0
+        assert res["phases_ms"]["before"]["p50"] >= 0 and res["phases_ms"]["after"]["p50"] >= 0
         assert conc["labels"][system] in markdown
     assert "Concurrency at model latency" in markdown
     assert {g["status"] for g in conc["goals"]} == {"n/a"}  # no goal cell ran

@@ -9,7 +9,10 @@ binds it, so the port is known before the process starts and cannot be taken mea
   that moment (on a fixed schedule, so scheduling delays do not add up), the finish chunk, usage
   if asked, ``[DONE]``. The latency lives in the URL so one server serves every cell.
 * ``GET /stats``: requests in flight now, the peak since the last reset, requests started and
-  completed. ``POST /stats/reset``: the peak restarts from the requests in flight now.
+  completed. ``GET /stats/timings``: for every request whose last user message starts with a tag
+  ``[...]``, ``[arrived, finished]`` in ``time.monotonic()`` seconds (the same clock in every process
+  of the machine). ``POST /stats/reset``: the peak restarts from the requests in flight now, the
+  totals and timings from nothing.
 
 A request is "in flight" from its arrival to its last byte (or the client hanging up).
 """
@@ -19,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import re
 import socket
 import time
 from collections.abc import AsyncIterator
@@ -31,17 +35,21 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 CHUNKS = 8
+MAX_TIMINGS = 1_000_000
+_TAG = re.compile(r"^\[([^\]]+)\]")  # "[session #n] ...": the bench's turn tag (bench.concurrency.load)
 _USAGE = {"prompt_tokens": 10, "completion_tokens": CHUNKS, "total_tokens": 10 + CHUNKS}
 
 
 class Gauge:
-    """Requests in flight, the peak since the last reset, and totals."""
+    """Requests in flight, the peak since the last reset, totals, and when each tagged request arrived
+    and finished (``time.monotonic()``: one clock for every process on the machine)."""
 
     def __init__(self) -> None:
         self.in_flight = 0
         self.peak = 0
         self.started = 0
         self.completed = 0
+        self.timings: dict[str, list[float]] = {}
 
     def enter(self) -> None:
         self.in_flight += 1
@@ -58,6 +66,21 @@ class Gauge:
     def reset(self) -> None:
         self.peak = self.in_flight
         self.started = self.completed = 0
+        self.timings.clear()
+
+    def arrived(self, body: dict[str, Any], at: float) -> str | None:
+        """Note the arrival of a request whose last user message carries a turn's tag; return the tag."""
+        users = [m for m in body.get("messages") or [] if isinstance(m, dict) and m.get("role") == "user"]
+        content = users[-1].get("content") if users else None
+        match = _TAG.match(content) if isinstance(content, str) else None
+        if match is None or len(self.timings) >= MAX_TIMINGS:
+            return None
+        self.timings[match[1]] = [at, at]
+        return match[1]
+
+    def finished(self, tag: str | None) -> None:
+        if tag is not None and tag in self.timings:
+            self.timings[tag][1] = time.monotonic()
 
 
 def create_app() -> Starlette:
@@ -72,19 +95,25 @@ def create_app() -> Starlette:
             return JSONResponse({"error": {"message": "bad request", "type": "invalid_request_error"}}, 400)
         gauge.enter()
         started = time.monotonic()
+        tag = gauge.arrived(body, started)
         if body.get("stream"):
             usage = bool((body.get("stream_options") or {}).get("include_usage"))
-            return StreamingResponse(_stream(gauge, model, started, latency, usage), media_type="text/event-stream")
+            return StreamingResponse(_stream(gauge, tag, model, started, latency, usage),
+                                     media_type="text/event-stream")
         completed = False
         try:
             await asyncio.sleep(max(0.0, started + latency - time.monotonic()))
             completed = True
         finally:
             gauge.leave(completed)
+            gauge.finished(tag)
         return JSONResponse(_completion(model))
 
     async def stats(request: Request) -> Response:
         return JSONResponse(gauge.snapshot())
+
+    async def timings(request: Request) -> Response:
+        return JSONResponse(gauge.timings)
 
     async def reset(request: Request) -> Response:
         gauge.reset()
@@ -93,11 +122,13 @@ def create_app() -> Starlette:
     return Starlette(routes=[
         Route("/lat/{latency}/v1/chat/completions", completions, methods=["POST"]),
         Route("/stats", stats, methods=["GET"]),
+        Route("/stats/timings", timings, methods=["GET"]),
         Route("/stats/reset", reset, methods=["POST"]),
     ])
 
 
-async def _stream(gauge: Gauge, model: str, started: float, latency: float, usage: bool) -> AsyncIterator[bytes]:
+async def _stream(gauge: Gauge, tag: str | None, model: str, started: float, latency: float,
+                  usage: bool) -> AsyncIterator[bytes]:
     completed = False
     try:
         yield _frame(_chunk(model, {"role": "assistant", "content": ""}, None))
@@ -111,6 +142,7 @@ async def _stream(gauge: Gauge, model: str, started: float, latency: float, usag
         yield b"".join(_frame(c) for c in tail) + b"data: [DONE]\n\n"
     finally:
         gauge.leave(completed)
+        gauge.finished(tag)
 
 
 def _frame(chunk: dict[str, Any]) -> bytes:

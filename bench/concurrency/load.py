@@ -55,6 +55,8 @@ class Outcome:
     ok: bool
     seconds: float
     kind: str  # "ok", "http 503 busy", "error event", "timeout", "transport: ..."
+    key: str = ""  # the turn's tag in its text, which the fake model reports its timings under
+    started: float = 0.0  # time.monotonic() when the request was sent (one clock for every process)
 
 
 @dataclass
@@ -94,14 +96,22 @@ class ConnectionPoller:
             self.error = f"{type(exc).__name__}: {exc}"
 
 
-async def send_turn(client: httpx.AsyncClient, session_id: str, text: str, spec: CellSpec) -> Outcome:
+def turn_text(session_id: str, number: int) -> str:
+    """The user message of a turn: its tag (``[session #n]``, see the fake model), then some text."""
+    return f"[{session_id} #{number}] how is it going?"
+
+
+async def send_turn(client: httpx.AsyncClient, session_id: str, number: int, spec: CellSpec) -> Outcome:
     """One turn through ``POST /api/sessions/{id}/messages``; timed from request to ``done``."""
-    started = time.perf_counter()
+    started = time.monotonic()
     try:
         async with asyncio.timeout(spec.turn_timeout_s):
-            return await _turn(client, f"/api/sessions/{session_id}/messages", text, spec.stream, started)
+            outcome = await _turn(client, f"/api/sessions/{session_id}/messages", turn_text(session_id, number),
+                                  spec.stream, started)
     except TimeoutError:
-        return Outcome(False, time.perf_counter() - started, "timeout")
+        outcome = Outcome(False, time.monotonic() - started, "timeout")
+    outcome.key, outcome.started = f"{session_id} #{number}", started
+    return outcome
 
 
 async def _turn(client: httpx.AsyncClient, path: str, text: str, stream: bool, started: float) -> Outcome:
@@ -110,18 +120,18 @@ async def _turn(client: httpx.AsyncClient, path: str, text: str, stream: bool, s
             headers = {"Accept": "text/event-stream"}
             async with client.stream("POST", path, json={"content": text}, headers=headers) as response:
                 if response.status_code != 200:
-                    return Outcome(False, time.perf_counter() - started, _http_kind(response, await response.aread()))
+                    return Outcome(False, time.monotonic() - started, _http_kind(response, await response.aread()))
                 last = await _last_event(response)
             ok = last == "done"
-            return Outcome(ok, time.perf_counter() - started, "ok" if ok else f"{last or 'no'} event")
+            return Outcome(ok, time.monotonic() - started, "ok" if ok else f"{last or 'no'} event")
         response = await client.post(path, json={"content": text})
         if response.status_code != 200:
-            return Outcome(False, time.perf_counter() - started, _http_kind(response, response.content))
-        return Outcome(True, time.perf_counter() - started, "ok")
+            return Outcome(False, time.monotonic() - started, _http_kind(response, response.content))
+        return Outcome(True, time.monotonic() - started, "ok")
     except httpx.TimeoutException:
-        return Outcome(False, time.perf_counter() - started, "timeout")
+        return Outcome(False, time.monotonic() - started, "timeout")
     except httpx.TransportError as exc:
-        return Outcome(False, time.perf_counter() - started, f"transport: {type(exc).__name__}")
+        return Outcome(False, time.monotonic() - started, f"transport: {type(exc).__name__}")
 
 
 async def _last_event(response: httpx.Response) -> str | None:
@@ -198,15 +208,15 @@ async def play(fleet: Fleet, session_ids: list[str], spec: CellSpec, first: int)
     """Every client plays ``spec.turns`` turns (numbered from ``first``); all start at once."""
     async def player(index: int, session_id: str) -> list[Outcome]:
         client = fleet.client(index)
-        return [await send_turn(client, session_id, f"turn {first + k}: how is it going?", spec)
-                for k in range(spec.turns)]
+        return [await send_turn(client, session_id, first + k, spec) for k in range(spec.turns)]
 
-    started = time.perf_counter()
+    started = time.monotonic()
     outcomes = await asyncio.gather(*(player(i, sid) for i, sid in enumerate(session_ids)))
-    return list(outcomes), time.perf_counter() - started
+    return list(outcomes), time.monotonic() - started
 
 
-def summarise(spec: CellSpec, outcomes: list[list[Outcome]], wall: float) -> dict[str, Any]:
+def summarise(spec: CellSpec, outcomes: list[list[Outcome]], wall: float,
+              timings: dict[str, list[float]] | None = None) -> dict[str, Any]:
     flat = [o for per in outcomes for o in per]
     ok = [o.seconds for o in flat if o.ok]
     kinds: dict[str, int] = {}
@@ -220,9 +230,34 @@ def summarise(spec: CellSpec, outcomes: list[list[Outcome]], wall: float) -> dic
         "turns_per_s": rate, "ideal_turns_per_s": ideal, "ratio": rate / ideal,
         "samples_s": [o.seconds for o in flat],
     }
+    result["phases_ms"] = _phases(flat, timings or {})
     if ok:
         p50 = statistics.median(ok)
         p95 = statistics.quantiles(ok, n=20, method="inclusive")[18] if len(ok) > 1 else ok[0]
         result.update({"p50_s": p50, "p95_s": p95, "max_s": max(ok),
                        "p50_ratio": p50 / spec.latency_s, "p95_ratio": p95 / spec.latency_s})
     return result
+
+
+def _phases(flat: list[Outcome], timings: dict[str, list[float]]) -> dict[str, Any]:
+    """Where a successful turn's time went, from the fake model's timings of its request (same clock):
+    ``before`` = request sent -> model request arrived (HTTP, load, taking the session, the graph);
+    ``after`` = model reply finished -> ``done`` received (the save, the events to the client)."""
+    before, after, missing = [], [], 0
+    for o in flat:
+        if not o.ok:
+            continue
+        span = timings.get(o.key)
+        if span is None:
+            missing += 1
+            continue
+        before.append((span[0] - o.started) * 1000)
+        after.append((o.started + o.seconds - span[1]) * 1000)
+    return {"before": _p50_p95(before), "after": _p50_p95(after), "unmatched": missing}
+
+
+def _p50_p95(values: list[float]) -> dict[str, float] | None:
+    if not values:
+        return None
+    p95 = statistics.quantiles(values, n=20, method="inclusive")[18] if len(values) > 1 else values[0]
+    return {"p50": statistics.median(values), "p95": p95}

@@ -20,12 +20,15 @@ def render_section(conc: dict[str, Any]) -> list[str]:
         "### Concurrency at model latency (issue 12)\n",
         f"One server process; a fake OpenAI-compatible model answering each request after a fixed latency; "
         f"N clients, each on a session of its own, sending {conc['turns_per_client']} turn(s) back to back after "
-        f"one untimed warm-up turn ({mode}). Ideal = N / latency turns/s. Both servers have a pool of at "
+        f"one untimed warm-up turn ({mode}). Ideal = N / latency turns/s. \"Before the model\": request sent "
+        "to the model request's arrival; \"after\": the model's last byte to the reply's end (`done`). "
+        f"Both servers have a pool of at "
         f"most {conc['pool_max_size']} PostgreSQL connections. \"stored\": every session holds exactly two "
         "messages per turn that succeeded.\n",
     ]
     headers = ["cell", "system", "turns/s (ideal)", "ratio", "p50 / latency", "p95 / latency",
-               "peak at model", "peak PG conns", "failed turns", "stored", "CPU ms/turn: server / clients / model"]
+               "ms before / after the model, p50 (p95)", "peak at model", "peak PG conns", "failed turns", "stored",
+               "CPU ms/turn: server / clients / model"]
     rows = []
     for cell in conc["cells"]:
         name = f"N={cell['clients']}, {cell['latency_s']:g} s"
@@ -45,7 +48,7 @@ def render_section(conc: dict[str, Any]) -> list[str]:
 
 def _cells(res: dict[str, Any], clients: int) -> list[str]:
     if "error" in res:
-        return ["FAILED: " + res["error"].replace("|", "/")[:200]] + [""] * 8
+        return ["FAILED: " + res["error"].replace("|", "/")[:200]] + [""] * 9
     failed = str(res["turns_failed"])
     if res["failures"]:
         failed += " (" + ", ".join(f"{k}: {v}" for k, v in sorted(res["failures"].items())) + ")"
@@ -56,12 +59,20 @@ def _cells(res: dict[str, Any], clients: int) -> list[str]:
         f"{res['ratio']:.2f}",
         _x(res.get("p50_ratio")),
         _x(res.get("p95_ratio")),
+        _phases(res.get("phases_ms") or {}),
         f"{res['model']['peak']} / {clients}",
         str(res["pg"]["peak"]),
         failed,
         stored,
         " / ".join("-" if cpu.get(k) is None else f"{cpu[k]:.1f}" for k in ("server", "clients", "model")),
     ]
+
+
+def _phases(phases: dict[str, Any]) -> str:
+    before, after = phases.get("before"), phases.get("after")
+    if before is None or after is None:
+        return "-"
+    return f"{before['p50']:.0f} ({before['p95']:.0f}) / {after['p50']:.0f} ({after['p95']:.0f})"
 
 
 def _x(value: float | None) -> str:

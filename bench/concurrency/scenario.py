@@ -180,8 +180,9 @@ async def _measure(system: str, server: Child, spec: CellSpec, admin_url: str, d
             timed, wall = await load.play(fleet, ids, spec, first=1)
             cpu_after = _cpu(server, model_process)
             gauge = (await model.get("/stats")).json()
+            timings = (await model.get("/stats/timings")).json()
             stored = await _check_stored(fleet.clients[0], ids, warm, timed)
-    result = load.summarise(spec, timed, wall)
+    result = load.summarise(spec, timed, wall, timings)
     result["warmup_failed"] = sum(not o.ok for per in warm for o in per)
     result["model"] = gauge
     result["pg"] = {"peak": poller.peak, "peak_active": poller.peak_active, "polls": poller.polls,

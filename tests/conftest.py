@@ -27,7 +27,8 @@ from app.config import Settings
 from app.core.postgres_session_manager import SessionManager, reset_shared_managers
 from app.store.embedded import EmbeddedPostgres
 from app.store.schema import migrate
-from tests.helpers import make_settings
+from tests import helpers
+from tests.helpers import make_settings, pgbouncer_mode
 
 
 @dataclass
@@ -75,6 +76,31 @@ def pg_server() -> Iterator[PgServer]:
     finally:
         embedded.stop()
         shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def test_pgbouncer(request: pytest.FixtureRequest) -> Iterator[None]:
+    """With ``ISOTOPE_TEST_PGBOUNCER=1``: PgBouncer in transaction pooling mode in front of the run's
+    server (a TCP one, ``ISOTOPE_TEST_DATABASE_URL``), and Isotope reaches every test database
+    through it (tests.helpers.isotope_url); the tests' own checks still connect directly."""
+    if not pgbouncer_mode():
+        yield
+        return
+    from tests.ha.pgbouncer import PgBouncer
+
+    pg_server: PgServer = request.getfixturevalue("pg_server")
+    params = conninfo_to_dict(pg_server.admin_url)
+    host = str(params.get("host") or "")
+    if pg_server.kind != "external" or not host or host.startswith("/"):
+        raise RuntimeError("ISOTOPE_TEST_PGBOUNCER=1 needs ISOTOPE_TEST_DATABASE_URL naming a TCP host")
+    bouncer = PgBouncer(host, int(params.get("port") or 5432), [str(params.get("user") or "postgres")])
+    bouncer.start()
+    helpers.BOUNCER = bouncer
+    try:
+        yield
+    finally:
+        helpers.BOUNCER = None
+        bouncer.stop()
 
 
 @pytest.fixture(scope="session")

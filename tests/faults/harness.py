@@ -17,7 +17,7 @@ from typing import Any
 
 import psycopg
 
-from tests.helpers import PYTHON, REPO, subprocess_env
+from tests.helpers import PYTHON, REPO, pooled_config, subprocess_env
 
 
 class WorkerDied(AssertionError):
@@ -35,7 +35,10 @@ class Worker:
         data_dir.mkdir(parents=True, exist_ok=True)
         environ = subprocess_env(database_url, data_dir, **env)
         environ["ISOTOPE_CONFIG"] = str(data_dir / "worker-config.yaml")
-        (data_dir / "worker-config.yaml").write_text(json.dumps(config or {}) + "\n")  # JSON is YAML
+        config = dict(config or {})
+        for section, values in pooled_config().items():  # PgBouncer mode (tests/helpers.py)
+            config[section] = {**values, **config.get(section, {})}
+        (data_dir / "worker-config.yaml").write_text(json.dumps(config) + "\n")  # JSON is YAML
         self.stderr_path = data_dir / f"{name}-{time.time_ns()}.stderr"
         self._stderr = open(self.stderr_path, "wb")  # noqa: SIM115 (closed in close())
         self.proc = subprocess.Popen([PYTHON, "-m", "tests.faults.worker"], cwd=REPO, env=environ,

@@ -56,6 +56,7 @@ class PgBouncer:
             from tests.ha.patroni import ensure_installed
 
             ensure_installed()
+        self.server_host, self.server_port = server_host, server_port
         self.base = Path(tempfile.mkdtemp(prefix="isotope-pgbouncer-"))
         self.base.chmod(0o755)
         self.port = free_port()

@@ -43,6 +43,7 @@ class Phase:
     spooled_acks: int  # turns acknowledged from the spool (no primary at that moment)
     event_s: float  # the event itself (switchover command; or kill until a new leader)
     writes_resumed_s: float  # from the event's start until a turn is written to the new primary
+    after_promotion_s: float  # from the new primary's promotion until then
 
 
 class NodeWatcher:
@@ -107,6 +108,8 @@ def run_phase(worker: Worker, prefix: str, cluster: PatroniCluster, survivor: No
         wait_until(lambda: watcher.passed_at is not None, 120, f"{name}: turns reach {survivor.name} again")
         assert watcher.passed_at is not None
         resumed_s = watcher.passed_at - began
+        assert watcher.promoted_at is not None
+        after_promotion_s = watcher.passed_at - watcher.promoted_at
         after = len(worker.acked)
         deadline = time.monotonic() + 120
         while len(worker.acked) < after + TURNS_PER_PHASE:
@@ -133,7 +136,7 @@ def run_phase(worker: Worker, prefix: str, cluster: PatroniCluster, survivor: No
     return Phase(name=name, acknowledged=len(acked), lost=len(lost), duplicated=len(duplicated),
                  longest_turn_s=max(a["seconds"] for a in acked), spooled_max=watcher.spool_max,
                  spooled_acks=sum(1 for a in acked if a["backend"] != "postgres"),
-                 event_s=event_s, writes_resumed_s=resumed_s)
+                 event_s=event_s, writes_resumed_s=resumed_s, after_promotion_s=after_promotion_s)
 
 
 @pytest.mark.timeout(300)
@@ -174,6 +177,7 @@ def test_switchover_and_kill_9_of_the_primary_lose_no_acknowledged_turn(patroni:
         print(f"\n{phase.name}: acknowledged {phase.acknowledged}, lost {phase.lost}, duplicated "
               f"{phase.duplicated}, longest acknowledged turn {phase.longest_turn_s:.2f} s, "
               f"event {phase.event_s:.2f} s, writes on the new primary {phase.writes_resumed_s:.2f} s "
-              f"after it began, deepest spool {phase.spooled_max}, acknowledged from the spool "
+              f"after it began ({phase.after_promotion_s:.2f} s after the promotion), "
+              f"deepest spool {phase.spooled_max}, acknowledged from the spool "
               f"{phase.spooled_acks}")
     assert deploy_config("config-patroni.yaml")["postgresql"]["user"] == "isotope"

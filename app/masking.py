@@ -109,12 +109,21 @@ def scrub(text: str) -> str:
     return mask_text(text)
 
 
+# Control characters in a log message (a session id a client chose, say) would forge log lines
+# (a newline) or drive the terminal of whoever tails the log (escape sequences).
+_LOG_CONTROLS = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f]")
+
+
+def _visible(match: re.Match[str]) -> str:
+    return f"\\x{ord(match.group()):02x}"
+
+
 class RedactingFilter(logging.Filter):
-    """A handler filter: formats the record's message once and scrubs it."""
+    """A handler filter: formats the record's message once, scrubs it and escapes control characters."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        clean = scrub(message)
+        clean = _LOG_CONTROLS.sub(_visible, scrub(message))
         if clean != message:
             record.msg, record.args = clean, None
         if record.exc_text:

@@ -1,4 +1,4 @@
-"""A secret-like connection option (``sslpassword``) appears in no response and no log line of the server."""
+"""No secret-like connection option in responses or logs; no client-chosen text can forge a log line."""
 
 from __future__ import annotations
 
@@ -22,3 +22,17 @@ def test_secret_options_stay_out_of_responses_and_logs(module_database_url: str,
         server.stop()
     for text in (*bodies, server.log()):
         assert SSL_PASSWORD not in text
+
+
+def test_a_client_chosen_session_id_cannot_forge_log_lines(module_database_url: str, tmp_path: Path) -> None:
+    forged = "x\n2026-01-01 00:00:00 CRITICAL isotope: FORGED\x1b[2J\x9b"
+    server = ApiServer(module_database_url, tmp_path, ISOTOPE_LOG_LEVEL="INFO")
+    try:
+        with server.client() as client:
+            assert client.post("/api/sessions", json={"session_id": forged}).status_code == 201
+    finally:
+        server.stop()
+    log = server.log()
+    assert "FORGED" in log  # logged, but inside its own line
+    assert not any(line.startswith("2026-01-01") for line in log.splitlines())
+    assert "\x1b" not in log and "\x9b" not in log

@@ -1,6 +1,7 @@
 """Reads for the web console on the PostgreSQL store: search, deleted sessions, growth and cleanup.
 
-**Search** matches a session's id, name and user id (substring, case-insensitive) and the text of
+**Search** matches a session's id, name and user id (substring, case-insensitive; one lowered
+``strpos`` over the three, a third of the cost of three ``ILIKE``) and the text of
 its messages (PostgreSQL full-text search over ``isotope_message_tsvector(message)``, a GIN index
 added by migration 5). The text search configuration is ``simple`` (no stemming, no stop words:
 every language is treated alike), and runs of Chinese/Japanese characters are indexed one
@@ -42,8 +43,8 @@ SELECT COALESCE(json_agg(json_build_array(session_id, metadata, created_at, last
                s.session_id IN (SELECT session_id FROM hits) AS in_messages
           FROM isotope_sessions s
          WHERE {where}
-               (s.session_id ILIKE %(like)s ESCAPE '\\' OR s.metadata ->> 'name' ILIKE %(like)s ESCAPE '\\'
-                OR s.metadata ->> 'user_id' ILIKE %(like)s ESCAPE '\\'
+               (strpos(lower(s.session_id || chr(10) || COALESCE(s.metadata ->> 'name', '') || chr(10)
+                             || COALESCE(s.metadata ->> 'user_id', '')), lower(%(needle)s)) > 0
                 OR s.session_id IN (SELECT session_id FROM hits))
          ORDER BY s.last_updated DESC LIMIT %(limit)s OFFSET %(offset)s) page
 """
@@ -115,18 +116,12 @@ def _space_cjk(text: str) -> str:
     return " ".join(_CJK_RUN.sub(lambda m: " " + " ".join(m.group(0)) + " ", text).split())
 
 
-def like_pattern(query: str) -> str:
-    """``%query%`` for ILIKE, with the pattern characters in ``query`` taken literally."""
-    escaped = query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return f"%{escaped}%"
-
-
 def search(store: PostgresSessionStore, query: str, limit: int, offset: int,
            include_inactive: bool) -> list[tuple[SessionInfo, bool]]:
     """Sessions whose id, name or user id contains ``query``, or whose messages match its words;
     most recently updated first. Each comes with whether its messages matched."""
     text = text_query(query)
-    params = {"like": like_pattern(query.strip()), "text": text, "limit": limit, "offset": offset}
+    params = {"needle": query.strip(), "text": text, "limit": limit, "offset": offset}
     if text is None:
         statement = SEARCH_NAMES_ALL if include_inactive else SEARCH_NAMES_ACTIVE
     else:

@@ -197,7 +197,7 @@ function sessionRow(s) {
 
 async function newSession(status) {
   replace(status, "Creating a session…");
-  const stamp = new Date().toISOString().slice(0, 16).replace("T", " ");
+  const stamp = new Date().toISOString().slice(0, 19).replace("T", " ");
   const created = await call("/api/sessions", { method: "POST", body: { metadata: { name: `New session ${stamp} UTC` } } })
     .catch((err) => { replace(status, err.message); return null; });
   if (created) {

@@ -35,12 +35,14 @@ from app.store.embedded import EmbeddedPostgres
 from tests.helpers import make_settings
 
 SESSIONS = 10_000
-WORDS = ("the a to and of in is it you that for on with as was be at this have from or one had by word but not what "
+_VOCABULARY = ("the a to and of in is it you that for on with as was be at this have from or one had by word but not what "
          "all were we when your can said there use an each which she do how their if will up other about out many "
          "then them these so some her would make like him into time has look two more write go see number no way "
          "could people my than first been call who its now find long down day did get come made may part garden "
-         "kitchen window letter river mountain coffee report budget meeting schedule travel ticket invoice").split()
-CHINESE = ["今天天气很好", "我们明天开会讨论预算", "请把报告发给我", "这个问题需要再想一想", "晚饭吃什么", "周末去爬山吧"]
+         "kitchen window letter river mountain coffee report budget meeting schedule travel ticket invoice")
+WORDS = _VOCABULARY.split()
+CHINESE = ["今天天气很好", "我们明天开会讨论预算", "请把报告发给我", "这个问题需要再想一想",
+           "晚饭吃什么", "周末去爬山吧"]
 COMMON = "quarterly"  # planted in about 5% of the messages
 RARE_EN = "water the plants"
 RARE_ZH = "请给植物浇水"

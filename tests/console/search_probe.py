@@ -35,7 +35,8 @@ from app.store.embedded import EmbeddedPostgres
 from tests.helpers import make_settings
 
 SESSIONS = 10_000
-_VOCABULARY = ("the a to and of in is it you that for on with as was be at this have from or one had by word but not what "
+_VOCABULARY = ("the a to and of in is it you that for on with as was be at this have from or one had by word but "
+         "not what "
          "all were we when your can said there use an each which she do how their if will up other about out many "
          "then them these so some her would make like him into time has look two more write go see number no way "
          "could people my than first been call who its now find long down day did get come made may part garden "

@@ -56,11 +56,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                        help="timed turns per client after one warm-up turn (default 3; 2 with --quick)")
     group.add_argument("--concurrency-json", action="store_true",
                        help="send turns as plain JSON requests instead of Server-Sent Events")
+    group.add_argument("--concurrency-systems", type=_conc_systems, metavar="NAME,...",
+                       help=f"a subset of {','.join(conc.SYSTEMS)} (default: both)")
     group.add_argument("--no-concurrency", action="store_true", help="leave this scenario out of the run")
     args = parser.parse_args(argv)
     if args.concurrency and args.no_concurrency:
         parser.error("--concurrency and --no-concurrency exclude each other")
     return args
+
+
+def _conc_systems(text: str) -> tuple[str, ...]:
+    names = tuple(dict.fromkeys(s.strip() for s in text.split(",") if s.strip()))
+    unknown = [n for n in names if n not in conc.SYSTEMS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"choose from {', '.join(conc.SYSTEMS)} (got {text!r})")
+    return names
 
 
 def _cells(text: str) -> tuple[tuple[int, float], ...]:
@@ -94,7 +104,8 @@ def main(argv: list[str] | None = None) -> int:
 def _concurrency_options(args: argparse.Namespace) -> conc.Options:
     cells = args.concurrency_cells or conc.parse_cells(conc.QUICK_CELLS if args.quick else conc.DEFAULT_CELLS)
     turns = args.concurrency_turns or (2 if args.quick else 3)
-    return conc.Options(cells=cells, turns=turns, stream=not args.concurrency_json)
+    systems = args.concurrency_systems or conc.SYSTEMS
+    return conc.Options(cells=cells, turns=turns, stream=not args.concurrency_json, systems=systems)
 
 
 def _concurrency_failed(result: dict[str, Any] | None) -> bool:

@@ -37,7 +37,7 @@ from langgraph.graph.state import CompiledStateGraph
 from pydantic import ValidationError
 
 from app.agent.offline import BRIEF_HEADER
-from app.agent.state import AgentState
+from app.agent.session_state import AgentState
 from app.agent.tools import Workspace
 from app.errors import EngineError, InvalidInput
 

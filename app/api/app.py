@@ -4,7 +4,7 @@ Construction does no I/O (the engine is built, the manager is not opened), so a 
 error surfaces before the server binds its port. The lifespan then follows the guide's restart
 workflow: open the store, test the connection, restore the active sessions into the engine's
 memory, start the expiry task, and only then answer ``/ready`` with 200. On the way out it stops
-the expiry task, gives running turns the grace period (see :mod:`app.api.turns`), and closes the
+the expiry task, gives running turns the grace period (see :mod:`app.api.turn_streams`), and closes the
 store.
 """
 
@@ -23,11 +23,11 @@ import anyio
 from fastapi import FastAPI
 
 from app.api import cleanup, errors, redact, routes_chat, routes_console, routes_guide, routes_ops, routes_transfer
+from app.api.context import ApiState, Lifecycle
 from app.api.edges import EdgeMiddleware, allowed_hosts
 from app.api.middleware import BodyLimitMiddleware, GuardMiddleware, MetricsMiddleware
 from app.api.responses import JSONBody
-from app.api.state import ApiState, Lifecycle
-from app.api.turns import TurnRunner
+from app.api.turn_streams import TurnStreams
 from app.config import Settings, load_settings
 from app.core.engine import IsotopeEngine
 from app.core.postgres_session_manager import SessionManager
@@ -88,7 +88,7 @@ def _lifespan(state: ApiState, owns_manager: bool) -> Any:
         pool = state.settings.store.pool_max_size
         # Sync routes never hold more threads than the pool has connections for.
         anyio.to_thread.current_default_thread_limiter().total_tokens = max(4, pool)
-        state.turns = TurnRunner(state.engine, state.lifecycle, max_turns=max(1, pool - 2),
+        state.turns = TurnStreams(state.engine, state.lifecycle, max_turns=max(1, pool - 2),
                                  wait_s=state.settings.store.lock_timeout_s)
         expiry = asyncio.create_task(cleanup.periodic(state.manager, state.settings.api), name="isotope-expiry")
         state.lifecycle.ready = True

@@ -15,7 +15,7 @@ from app.core.engine import IsotopeEngine
 from app.core.postgres_session_manager import SessionManager
 
 if TYPE_CHECKING:
-    from app.api.turns import TurnRunner
+    from app.api.turn_streams import TurnStreams
 
 log = logging.getLogger("isotope.api")
 
@@ -61,14 +61,14 @@ class ApiState:
     manager: SessionManager
     engine: IsotopeEngine
     lifecycle: Lifecycle
-    turns: TurnRunner | None = None
+    turns: TurnStreams | None = None
     restored: dict[str, Any] = field(default_factory=dict)
     failure: str | None = None
 
     def restore(self, trigger: str) -> dict[str, Any]:
         """Load the active sessions into the engine's memory (the guide's restart workflow) and
         record what came back, for ``GET /api/sessions/restored``. Never raises for a store outage."""
-        result = dict(self.engine._restore_existing_sessions())
+        result = dict(self.engine.restore_sessions())
         errors = [e if isinstance(e, dict) else {"error": str(e)} for e in result.get("errors", [])]
         self.restored = {
             "restored_count": result.get("restored_count", 0),

@@ -1,4 +1,4 @@
-"""API-level Prometheus metrics (the store's and the engine's are in :mod:`app.core.metrics`)."""
+"""API-level Prometheus metrics (the store's and the engine's are in :mod:`app.metrics`)."""
 
 from __future__ import annotations
 

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
 
 from app.api import sse
+from app.api.context import ApiState, api_state
 from app.api.models import (
     CreateSessionIn,
     DeletedOut,
@@ -21,8 +22,7 @@ from app.api.models import (
 )
 from app.api.responses import JSONBody
 from app.api.security import require_token
-from app.api.state import ApiState, api_state
-from app.api.turns import Turn
+from app.api.turn_streams import TurnStream
 from app.core.present import info_json, jsonable
 from app.errors import SessionNotFound
 
@@ -61,7 +61,7 @@ async def send_message(session_id: SessionIdPath, body: MessageIn, request: Requ
     return JSONBody(await _collect(turn))
 
 
-async def _collect(turn: Turn) -> dict[str, Any]:
+async def _collect(turn: TurnStream) -> dict[str, Any]:
     kept: list[dict[str, Any]] = []
     async for batch in turn.batches():
         kept.extend(event for event in batch if event.get("type") != "token")
@@ -69,9 +69,10 @@ async def _collect(turn: Turn) -> dict[str, Any]:
         raise turn.failure
     done = kept[-1]
     replies = [e["content"] for e in kept if e.get("type") == "message"]
-    return jsonable({"session_id": done["session_id"], "version": done["version"],
-                     "message_count": done["message_count"], "response": replies[-1] if replies else "",
-                     "events": kept})
+    body: dict[str, Any] = jsonable({
+        "session_id": done["session_id"], "version": done["version"], "message_count": done["message_count"],
+        "response": replies[-1] if replies else "", "events": kept})
+    return body
 
 
 @router.get("/api/sessions/{session_id:path}/messages", response_model=None,

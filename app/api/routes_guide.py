@@ -9,6 +9,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
 
+from app.api.context import ApiState, api_state
 from app.api.models import (
     CleanupOut,
     ConnectionTestOut,
@@ -23,7 +24,6 @@ from app.api.models import (
 from app.api.redact import scrub
 from app.api.responses import JSONBody
 from app.api.security import require_token
-from app.api.state import ApiState, api_state
 from app.core.present import info_json, jsonable, session_json
 from app.errors import SessionNotFound
 from app.store.base import MAX_EXPIRES_IN_HOURS

@@ -11,12 +11,12 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Response
 
+from app import metrics as core_metrics
 from app.api import metrics
+from app.api.context import ApiState, api_state
 from app.api.models import HealthOut, ReadyOut
 from app.api.redact import scrub
 from app.api.responses import JSONBody
-from app.api.state import ApiState, api_state
-from app.core import metrics as core_metrics
 from app.errors import IsotopeError
 
 log = logging.getLogger("isotope.api")

@@ -8,7 +8,7 @@ from typing import Any
 
 from app.api.redact import scrub
 from app.api.responses import dumps
-from app.api.turns import Turn
+from app.api.turn_streams import TurnStream
 from app.core.present import jsonable
 
 log = logging.getLogger("isotope.api.sse")
@@ -32,7 +32,7 @@ def frame(event: dict[str, Any]) -> bytes:
     return f"event: {event.get('type', 'message')}\ndata: {data}\n\n".encode()
 
 
-async def stream(turn: Turn) -> AsyncIterator[bytes]:
+async def stream(turn: TurnStream) -> AsyncIterator[bytes]:
     """The turn's frames; a comment line every few seconds of silence keeps proxies from timing out.
 
     If the client disconnects, starlette cancels this iterator; the turn itself runs on and is saved.

@@ -1,4 +1,7 @@
-"""Engine turns for HTTP clients: one thread per turn, its events handed to the event loop.
+"""Streamed turns for HTTP clients: one thread per engine turn, its events handed to the event loop.
+
+:class:`TurnStreams` starts them and knows which are running; a :class:`TurnStream` is one of
+them, read by the response (JSON or Server-Sent Events).
 
 **Why a thread of its own.** A turn is the engine's synchronous generator; it holds the session's
 lock (a PostgreSQL advisory lock on a connection the store finds through a thread-local) from its
@@ -33,22 +36,22 @@ from typing import Any
 
 import anyio
 
+from app import metrics as core_metrics
+from app.agent.events import Event, error_event
 from app.api import metrics as api_metrics
+from app.api.context import Lifecycle
 from app.api.errors import ServiceUnavailable, describe
 from app.api.redact import scrub
-from app.api.state import Lifecycle
-from app.core import metrics as core_metrics
 from app.core.engine import IsotopeEngine
-from app.errors import EngineError, IsotopeError, SessionBusy
+from app.errors import IsotopeError
 
 log = logging.getLogger("isotope.api.turns")
 
-Event = dict[str, Any]
 KEEPALIVE_S = 15.0
 _END = object()
 
 
-class TurnRunner:
+class TurnStreams:
     """Starts turns and knows which are running."""
 
     def __init__(self, engine: IsotopeEngine, lifecycle: Lifecycle, max_turns: int, wait_s: float) -> None:
@@ -59,7 +62,7 @@ class TurnRunner:
         self._slots = asyncio.Semaphore(max_turns)
         self._threads: set[threading.Thread] = set()
 
-    async def start(self, session_id: str, content: str) -> Turn:
+    async def start(self, session_id: str, content: str) -> TurnStream:
         """Check the session and start its turn; SessionNotFound/InvalidInput before anything runs."""
         if self.lifecycle.closing:
             raise _shutting_down()
@@ -71,18 +74,18 @@ class TurnRunner:
         try:
             if self.lifecycle.closing:  # the stop signal came while this request waited for a slot
                 raise _shutting_down()
-            events = await anyio.to_thread.run_sync(self.engine.resume_workflow, content, session_id, True)
+            events = await anyio.to_thread.run_sync(self.engine.turn, content, session_id)
         except BaseException:
             self._slots.release()
             raise
-        turn = Turn(session_id, events, self.lifecycle, asyncio.get_running_loop(), self._slots)
+        turn = TurnStream(session_id, events, self.lifecycle, asyncio.get_running_loop(), self._slots)
         thread = threading.Thread(target=self._run, args=(turn,), name=f"isotope-turn-{session_id[:32]}",
                                   daemon=True)
         self._threads.add(thread)
         thread.start()
         return turn
 
-    def _run(self, turn: Turn) -> None:
+    def _run(self, turn: TurnStream) -> None:
         try:
             turn.run()
         finally:
@@ -99,7 +102,7 @@ class TurnRunner:
         return self.running()
 
 
-class Turn:
+class TurnStream:
     """One running turn. The thread side calls :meth:`run`; the response side iterates :meth:`events`."""
 
     def __init__(self, session_id: str, events: Generator[Event, None, None], lifecycle: Lifecycle,
@@ -120,7 +123,7 @@ class Turn:
         api_metrics.TURNS_RUNNING.inc()
         try:
             self._drive()
-        except IsotopeError as exc:  # raised by the store during the save, or the session vanished
+        except IsotopeError as exc:  # busy, a failed model call, the store's errors, the session vanished
             self.failure = exc
             self._push(_error_event(self.session_id, exc))
         except Exception as exc:  # a bug: describe() logs it (one line) and hides its text from the client
@@ -141,10 +144,6 @@ class Turn:
     def _drive(self) -> None:
         for event in self._events:
             kind = event.get("type")
-            if kind == "error":
-                self.failure = _failure_from_event(event)
-                self._push(_error_event(self.session_id, self.failure))
-                return
             self._push(event)
             if kind == "done":
                 self.outcome = "done"
@@ -211,13 +210,8 @@ def _shutting_down() -> ServiceUnavailable:
                               code="shutting_down")
 
 
-def _failure_from_event(event: Event) -> IsotopeError:
-    message = str(event.get("message", "the turn failed"))
-    return SessionBusy(message) if event.get("error") == "SessionBusy" else EngineError(message)
-
-
 def _error_event(session_id: str, exc: BaseException) -> Event:
     mapping, body = describe(exc)
     error = body["error"]
-    return {"type": "error", "session_id": session_id, "error": type(exc).__name__, "code": error["code"],
-            "status": mapping.status, "message": scrub(error["message"])}
+    return error_event(session_id, type(exc).__name__, scrub(error["message"]), code=error["code"],
+                       status=mapping.status)

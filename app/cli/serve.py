@@ -25,8 +25,8 @@ import typer
 import uvicorn
 
 from app.api import create_app, redact
+from app.api.context import REPORT_MARGIN_S, Lifecycle
 from app.api.edges import is_loopback
-from app.api.state import REPORT_MARGIN_S, Lifecycle
 from app.config import load_settings
 
 

@@ -1,11 +1,7 @@
 """IsotopeEngine: the agent graph wrapped in durable, concurrent-safe sessions.
 
-A turn (``resume_workflow``) is::
-
-    lock(session)  ->  load (cached copy, reloaded if the stored version moved)
-                   ->  run the graph, yielding token/tool_call/tool_result/message events
-                   ->  save the full state (the store appends only the new messages)
-    unlock         ->  yield done(session_id, version, message_count)
+A turn (``resume_workflow``; the steps are in :mod:`app.core.turn`) locks the session, loads it,
+runs the graph while streaming its events, saves, unlocks, and reports ``done``.
 
 **Concurrency choice.** Every turn holds the session's exclusive lock (a PostgreSQL advisory lock,
 so it spans processes and hosts sharing the database; a file lock while PostgreSQL is down) from
@@ -36,22 +32,21 @@ import logging
 import time
 import uuid
 import weakref
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import ExitStack
+from collections.abc import Generator, Iterator, Mapping, Sequence
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.tools import BaseTool
 
+from app.agent.events import Event, error_event
 from app.agent.graph import SYSTEM_PROMPT, build_graph
 from app.agent.models import make_model
-from app.agent.state import empty_session_state, extra_keys, session_state, to_session_data
+from app.agent.session_state import empty_session_state, session_state
 from app.agent.tools import default_tools
-from app.agent.turn import Event, Turn
 from app.config import Settings, load_settings
-from app.core.lru import BoundedLRU
 from app.core.postgres_session_manager import SessionManager
-from app.errors import EngineError, InvalidInput, SessionBusy, SessionNotFound, StoreUnavailable
+from app.core.turn import StateCache, Turns
+from app.errors import EngineError, InvalidInput, SessionBusy, SessionNotFound
 
 log = logging.getLogger("isotope.engine")
 
@@ -109,7 +104,8 @@ class IsotopeEngine:
             system_prompt=engine_cfg.system_prompt or SYSTEM_PROMPT,
         )
         # The engine's in-memory copies: session id -> (stored version, state).
-        self._cache: BoundedLRU[tuple[int, dict[str, Any]]] = BoundedLRU(self.settings.store.cache_sessions)
+        self._cache: StateCache = StateCache(self.settings.store.cache_sessions)
+        self.turns = Turns(self.manager, self.graph, self._cache, engine_cfg.max_steps)
         if self._owns_manager:
             self.manager.open()
             # The guide never closes its engines: close the pool when the engine is collected or
@@ -193,88 +189,28 @@ class IsotopeEngine:
         Raises :class:`SessionNotFound` at once, before any event, for an unknown, deleted or
         expired session.
         """
+        events = self.turn(user_input, session_id)
+        if stream:
+            return _reported(events, session_id)
+        return _collect(events)
+
+    def turn(self, user_input: str, session_id: str) -> Generator[Event, None, None]:
+        """The turn's events, as :meth:`resume_workflow` checks and starts it, but a failure raised
+        (:class:`SessionBusy`, :class:`EngineError`, the store's errors) instead of reported as an
+        ``error`` event. SessionNotFound/InvalidInput are raised here, before any event."""
         if not isinstance(user_input, str) or not user_input.strip():
             raise InvalidInput("user_input", "must be a non-empty string")
         if self.manager.session_info(session_id) is None:  # also validates the id (InvalidInput)
             raise SessionNotFound(session_id)
-        if stream:
-            return self._turn(user_input, session_id, raise_errors=False)
-        return _collect(self._turn(user_input, session_id, raise_errors=True))
-
-    def _turn(self, user_input: str, session_id: str, *, raise_errors: bool) -> Iterator[Event]:
-        clock = _Clock()
-        with ExitStack() as held:
-            try:
-                held.enter_context(self.manager.lock(session_id))
-            except SessionBusy as exc:
-                if raise_errors:
-                    raise
-                yield _error_event(session_id, exc, str(exc))
-                return
-            clock.lap("lock")
-            version, state = self._load_for_turn(session_id)
-            clock.lap("load")
-            max_steps = self.settings.engine.max_steps
-            turn = Turn(self.graph, session_state(state), user_input, max_steps=max_steps)
-            try:
-                for event in turn.events():
-                    yield {**event, "session_id": session_id}
-            except Exception as exc:
-                error = _failure(exc, session_id, version)
-                log.info("turn failed session=%s version=%d: %s", session_id, version, type(exc).__name__)
-                if raise_errors:
-                    raise error from exc
-                yield _error_event(session_id, exc, str(error))
-                return
-            clock.lap("graph")
-            assert turn.state is not None
-            data = to_session_data(turn.state, extra_keys(state))
-            result = self.manager.save(session_id, data)
-            self._cache.put(session_id, (result.version, data))
-            clock.lap("save")
-        log.info(
-            "turn session=%s version=%d->%d messages=%d appended=%d%s store=%s %s",
-            session_id, version, result.version, result.message_count, result.appended,
-            " rewritten" if result.rewritten else "", result.backend, clock,
-        )  # fmt: skip
-        # Only now, with the lock released and the save returned, is the turn reported done.
-        yield {
-            "type": "done",
-            "session_id": session_id,
-            "version": result.version,
-            "message_count": result.message_count,
-            "backend": result.backend,
-        }
-
-    def _load_for_turn(self, session_id: str) -> tuple[int, dict[str, Any]]:
-        """The session's state under the lock: the cached copy unless the stored version moved."""
-        info = self.manager.session_info(session_id)
-        if info is None:
-            raise SessionNotFound(session_id, "deleted or expired while waiting for its lock")
-        cached = self._cache.get(session_id)
-        if cached is not None and cached[0] == info["version"]:
-            return cached
-        try:
-            stored = self.manager.load(session_id)
-        except StoreUnavailable:
-            # PostgreSQL went down after it showed a newer version (another instance's turn) and
-            # before this process could read it; there is no local copy of that version. Go on
-            # from this process's own copy: the save is spooled as a delta on it, and the replay
-            # appends it after the newer turns, so both sides are kept.
-            if cached is None or not self.manager.fallback_active:
-                raise
-            log.warning("session %s: PostgreSQL is down and version %d was never read here; continuing from "
-                        "this process's version %d (the replay merges both)", session_id, info["version"], cached[0])
-            return cached
-        if stored is None:
-            raise SessionNotFound(session_id, "deleted or expired while waiting for its lock")
-        log.info("reloaded session %s: version %s -> %d", session_id, cached and cached[0], stored.version)
-        self._cache.put(session_id, (stored.version, stored.data))
-        return stored.version, stored.data
+        return self.turns.run(user_input, session_id)
 
     # -- restore -----------------------------------------------------------------------------
 
     def _restore_existing_sessions(self) -> dict[str, Any]:
+        """The guide's name for :meth:`restore_sessions`."""
+        return self.restore_sessions()
+
+    def restore_sessions(self) -> dict[str, Any]:
         """Load the active sessions into memory (newest first, up to ``store.cache_sessions``; the
         rest load on first use). Failures are counted and logged, never raised.
 
@@ -319,14 +255,16 @@ def _settings(config: Settings | Mapping[str, Any] | None, enable_postgres: bool
     return load_settings(overrides=overrides)
 
 
-def _error_event(session_id: str, exc: BaseException, message: str) -> Event:
-    return {"type": "error", "session_id": session_id, "error": type(exc).__name__, "message": message}
-
-
-def _failure(exc: Exception, session_id: str, version: int) -> EngineError:
-    # Tool failures arrive as EngineError already; anything else came from the model call.
-    what = str(exc) if isinstance(exc, EngineError) else f"the model failed ({type(exc).__name__}: {exc})"
-    return EngineError(f"{what}; session {session_id!r} is unchanged at version {version}, send the message again")
+def _reported(events: Iterator[Event], session_id: str) -> Iterator[Event]:
+    """The guide's stream: a busy session or a failed model call ends it with an ``error`` event
+    naming the failure (the model's exception class, for a model failure) instead of raising."""
+    try:
+        yield from events
+    except SessionBusy as exc:
+        yield error_event(session_id, type(exc).__name__, str(exc))
+    except EngineError as exc:
+        cause = exc.__cause__ if exc.__cause__ is not None else exc
+        yield error_event(session_id, type(cause).__name__, str(exc))
 
 
 def _collect(events: Iterator[Event]) -> dict[str, Any]:
@@ -340,22 +278,6 @@ def _collect(events: Iterator[Event]) -> dict[str, Any]:
         "response": replies[-1] if replies else "",
         "events": kept,
     }
-
-
-class _Clock:
-    """Milliseconds per phase of a turn, for the verbose log."""
-
-    def __init__(self) -> None:
-        self.mark = time.perf_counter()
-        self.laps: dict[str, float] = {}
-
-    def lap(self, name: str) -> None:
-        now = time.perf_counter()
-        self.laps[name] = (now - self.mark) * 1000
-        self.mark = now
-
-    def __str__(self) -> str:
-        return " ".join(f"{name}={ms:.1f}ms" for name, ms in self.laps.items())
 
 
 def _enable_info_logging() -> None:

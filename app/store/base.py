@@ -1,16 +1,17 @@
-"""The persistence seam: what every session store offers, and the records it returns.
+"""The persistence seam: what every session store offers, the records it returns, and the
+validation every entry point (manager, API, CLI) shares.
 
-Two implementations: :class:`~app.store.postgres.PostgresSessionStore` (the real one) and
-:class:`~app.store.files.FileSessionStore` (the fallback, and the backend when
-``postgres_sessions`` is false). :class:`~app.core.postgres_session_manager.SessionManager` puts
-validation, fallback and replay in front of them; callers use the manager.
+Three implementations of :class:`SessionStore`: :class:`~app.store.postgres.PostgresStore`,
+:class:`~app.store.files.FileSessionStore` (the backend when ``postgres_sessions`` is false), and
+:class:`~app.store.outage.store.OutageStore`, which puts PostgreSQL first and keeps a file copy and an
+outage spool while it is unreachable. :class:`~app.core.postgres_session_manager.SessionManager`
+validates arguments and delegates to one of them; callers use the manager.
 """
 
 from __future__ import annotations
 
 import builtins
 import math
-from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -74,10 +75,26 @@ class StoredSession:
         )
 
 
+class StoreStatus(TypedDict):
+    """A store's health for /ready, doctor and metrics."""
+
+    backend: str
+    fallback_active: bool  # PostgreSQL is unreachable: the file copy and the spool serve
+    down_since: float | None  # time.time() when it stopped answering
+    reason: str | None
+    spool_depth: int  # writes waiting for PostgreSQL
+    last_replay: dict[str, Any] | None
+
+
 class SessionStore(Protocol):
     """What the manager needs from a backend. Arguments arrive already validated."""
 
     name: str
+
+    @property
+    def fallback_active(self) -> bool:
+        """True while the store serves from its fallback (PostgreSQL unreachable)."""
+        ...
 
     def open(self) -> None: ...
 
@@ -87,6 +104,13 @@ class SessionStore(Protocol):
         self, session_id: str, data: dict[str, Any], metadata: dict[str, Any] | None,
         expires_in_hours: float | None,
     ) -> SaveResult: ...
+
+    def create(
+        self, session_id: str, data: dict[str, Any], metadata: dict[str, Any] | None,
+        expires_in_hours: float | None,
+    ) -> SaveResult:
+        """Store a new session; SessionExists when the id is taken (even by a deleted one)."""
+        ...
 
     def load(self, session_id: str) -> StoredSession | None: ...
 
@@ -107,6 +131,8 @@ class SessionStore(Protocol):
     def ping(self) -> dict[str, Any]: ...
 
     def lock(self, session_id: str, timeout: float | None = None) -> AbstractContextManager[None]: ...
+
+    def status(self) -> StoreStatus: ...
 
 
 # ---------------------------------------------------------------------------------------------
@@ -199,7 +225,3 @@ def check_paging(limit: Any, offset: Any) -> tuple[int, int]:
         raise InvalidInput("offset", f"must be between 0 and {2**31 - 1} (got {offset})")
     return limit, offset
 
-
-def chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
-    for start in range(0, len(items), size):
-        yield items[start:start + size]

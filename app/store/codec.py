@@ -210,7 +210,7 @@ def _decode_message(obj: dict[str, Any]) -> BaseMessage:
     del obj[TAG]
     cls_path = obj.pop("cls", None)
     extra = obj.pop("extra", None)
-    cls: Any = _MESSAGE_CLASSES.get(obj.get("type"))  # type: ignore[arg-type]
+    cls: type[BaseMessage] | None = _MESSAGE_CLASSES.get(obj.get("type"))  # type: ignore[arg-type]
     if cls_path:
         # A message subclass: only a registered one; else the built-in class of its type.
         cls = _registered(cls_path, BaseMessage) or cls

@@ -25,9 +25,9 @@ from typing import Any
 from app.config import StoreConfig
 from app.errors import SessionBusy, SessionExists, StoreUnavailable
 from app.store import codec
-from app.store.base import SaveResult, SessionInfo, StoredSession
+from app.store.base import SaveResult, SessionInfo, StoredSession, StoreStatus
+from app.store.delta import MESSAGES, Limits, plan_save
 from app.store.private_files import private_dir, write_private
-from app.store.state import MESSAGES, Limits, plan_save
 
 FORMAT = 1
 
@@ -36,7 +36,7 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _key(session_id: str) -> str:
+def session_key(session_id: str) -> str:
     return hashlib.sha256(session_id.encode("utf-8")).hexdigest()[:40]
 
 
@@ -62,18 +62,18 @@ class FileSessionStore:
         # Temporary files of writers killed mid-write (``<key>.tmp<pid>``): never renamed, never read.
         for path in self.root.glob("*.tmp*"):
             pid = path.suffix[4:]
-            if pid.isdigit() and not _pid_alive(int(pid)):
+            if pid.isdigit() and not pid_alive(int(pid)):
                 path.unlink(missing_ok=True)
 
     def close(self) -> None:
         pass
 
     def _path(self, session_id: str) -> Path:
-        return self.root / f"{_key(session_id)}.json"
+        return self.root / f"{session_key(session_id)}.json"
 
     @contextmanager
     def _flock(self, session_id: str, suffix: str, timeout: float | None = None) -> Iterator[None]:
-        path = self.root / f"{_key(session_id)}.{suffix}"
+        path = self.root / f"{session_key(session_id)}.{suffix}"
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             if timeout is None:
@@ -101,7 +101,7 @@ class FileSessionStore:
         path = self._path(doc["session_id"])
         tmp = path.with_suffix(f".tmp{os.getpid()}")
         write_private(path, json.dumps(doc, ensure_ascii=False, separators=(",", ":")), tmp)
-        _fsync_dir(self.root)
+        fsync_dir(self.root)
 
     # ------------------------------------------------------------------ writes
 
@@ -148,7 +148,7 @@ class FileSessionStore:
                 self._write(doc)
             else:
                 self._path(session_id).unlink()
-                _fsync_dir(self.root)
+                fsync_dir(self.root)
             return True
 
     def cleanup_expired(self, hard: bool, inactive_for_hours: float | None = None) -> int:
@@ -163,7 +163,7 @@ class FileSessionStore:
                     continue
                 if hard and _doomed(current, now, inactive_for_hours):
                     self._path(sid).unlink()
-                    _fsync_dir(self.root)
+                    fsync_dir(self.root)
                     done += 1
                 elif not hard and current["is_active"] and _expired(current, now):
                     current["is_active"] = False
@@ -249,8 +249,13 @@ class FileSessionStore:
         with self._flock(session_id, "turn", wait):
             yield
 
-    def forget(self, session_id: str) -> None:
-        pass
+    @property
+    def fallback_active(self) -> bool:
+        return False
+
+    def status(self) -> StoreStatus:
+        return StoreStatus(backend=self.name, fallback_active=False, down_since=None, reason=None,
+                           spool_depth=0, last_replay=None)
 
     def remove_copy(self, session_id: str, version: int | None = None) -> None:
         """Delete a session's file (after its spooled writes reached PostgreSQL)."""
@@ -259,7 +264,7 @@ class FileSessionStore:
             if doc is not None and (version is None or doc["version"] <= version):
                 self._path(session_id).unlink(missing_ok=True)
         for suffix in ("lock", "turn"):
-            (self.root / f"{_key(session_id)}.{suffix}").unlink(missing_ok=True)
+            (self.root / f"{session_key(session_id)}.{suffix}").unlink(missing_ok=True)
 
     def _scan(self) -> Iterator[dict[str, Any]]:
         if not self.root.is_dir():
@@ -281,7 +286,7 @@ class FileSessionStore:
 def _document(data: dict[str, Any], texts: list[str], members: dict[str, str],
               session_data_text: str) -> dict[str, Any]:
     """The encoded session as one JSON document (members inline, messages as a list)."""
-    doc = json.loads(session_data_text)
+    doc: dict[str, Any] = json.loads(session_data_text)
     for name, text in members.items():
         doc[name] = json.loads(text)
     if isinstance(data.get(MESSAGES), list):
@@ -321,7 +326,7 @@ def _info(doc: dict[str, Any], now: datetime, decoded: bool = False) -> SessionI
     )
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -345,7 +350,7 @@ def _flock_with_timeout(fd: int, timeout: float, session_id: str) -> None:
             delay = min(delay * 2, 0.1)
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     """Is process ``pid`` running (the writer of a temporary file, say)?"""
     if pid <= 0:
         return False

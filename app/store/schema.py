@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, LiteralString
 
 import psycopg
 
@@ -40,7 +40,7 @@ MIGRATION_LOCK_KEY = 0x3A1F_5B7C_2D4E_6A01
 class Migration:
     version: int
     name: str
-    sql: str
+    sql: LiteralString
 
 
 MIGRATIONS: tuple[Migration, ...] = (
@@ -270,7 +270,7 @@ def migrate(conn: psycopg.Connection[Any]) -> list[int]:
             for migration in MIGRATIONS:
                 if migration.version <= current:
                     continue
-                conn.execute(migration.sql, prepare=False)  # type: ignore[arg-type]  # constant
+                conn.execute(migration.sql, prepare=False)
                 conn.execute(INSERT_VERSION, (migration.version, migration.name))
                 applied.append(migration.version)
     except psycopg.Error as exc:

@@ -10,15 +10,15 @@ from langchain_core.tools import tool
 
 from app.agent.graph import build_graph
 from app.agent.offline import OfflineChatModel
-from app.agent.state import empty_session_state, to_session_data
+from app.agent.run import GraphRun
+from app.agent.session_state import empty_session_state, to_session_data
 from app.agent.tools import default_tools
-from app.agent.turn import Turn
 from app.errors import EngineError
 
 
 def run(state, text, *, enhanced=False, tools=None, max_steps=8, model=None):
     graph = build_graph(model or OfflineChatModel(), tools or default_tools(), enhanced=enhanced, max_steps=max_steps)
-    turn = Turn(graph, state, text, max_steps=max_steps)
+    turn = GraphRun(graph, state, text, max_steps=max_steps)
     events = list(turn.events())
     return events, to_session_data(turn.state), turn
 

@@ -8,9 +8,9 @@ import pytest
 from app.agent.graph import build_graph
 from app.agent.models import make_model, make_openai_model
 from app.agent.offline import OfflineChatModel
-from app.agent.state import empty_session_state, to_session_data
+from app.agent.run import GraphRun
+from app.agent.session_state import empty_session_state, to_session_data
 from app.agent.tools import default_tools
-from app.agent.turn import Turn
 from app.config import EngineConfig, OpenAIConfig
 from app.errors import ConfigError
 
@@ -31,7 +31,7 @@ def config(server, **extra):
 
 def turn(model, state, text):
     graph = build_graph(model, default_tools())
-    run = Turn(graph, state, text, max_steps=8)
+    run = GraphRun(graph, state, text, max_steps=8)
     return list(run.events()), to_session_data(run.state)
 
 

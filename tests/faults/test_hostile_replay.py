@@ -76,7 +76,7 @@ def test_spooled_hostile_values_replay_into_postgres_intact(cluster: Cluster, tm
         assert manager.fallback_active and manager.status()["spool_depth"] > 0
         cluster.start()
         assert manager.pg.probe()
-        manager._replay_tick()  # what the background thread does on its next tick
+        manager.store.replayer.step()  # what the background thread does on its next tick
         status = manager.status()
         assert status["spool_depth"] == 0 and not status["fallback_active"], status
         assert not list((data_dir / "spool" / "failed").glob("*.json")), "no spooled write was quarantined"

@@ -131,14 +131,14 @@ def test_a_turn_begun_in_the_outage_and_saved_after_it_keeps_the_other_instances
             assert manager.fallback_active  # the lock could not reach PostgreSQL: a file lock
             cluster.start()
             assert manager.pg.probe()
-            manager._replay_tick()  # what the background thread does once the server answers
+            manager.store.replayer.step()  # what the background thread does once the server answers
             assert not manager.fallback_active
             with SessionManager(settings("b"), use_postgres=True) as other, other.lock("edge"):
                 mine = other.load("edge").data["messages"]
                 other.save("edge", {"messages": [*mine, HumanMessage("other"), AIMessage("reply other")]})
             result = manager.save("edge", {"messages": [*first, HumanMessage("mine"), AIMessage("reply mine")]})
         assert result.backend == "spool"
-        manager._replay_tick()
+        manager.store.replayer.step()
         assert manager.status()["spool_depth"] == 0
         stored = manager.load("edge")
     assert [m.content for m in stored.data["messages"] if m.type == "human"] == ["first", "other", "mine"]
@@ -253,7 +253,7 @@ def test_an_outage_between_seeing_a_newer_version_and_reading_it_keeps_both_inst
         assert during[-1]["backend"] == "spool"
         cluster.start()
         assert b.manager.pg.probe()
-        b.manager._replay_tick()  # what the background thread does once the server answers
+        b.manager.store.replayer.step()  # what the background thread does once the server answers
         assert b.manager.status()["spool_depth"] == 0
         stored = a.manager.load(sid)
     humans = [m.content for m in stored.data["messages"] if m.type == "human"]

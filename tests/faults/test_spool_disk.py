@@ -38,7 +38,7 @@ def test_a_damaged_spool_file_is_set_aside_and_the_rest_replays(cluster: Cluster
         damaged.write_text('{"kind": "save", "session_id"', encoding="utf-8")
         cluster.start()
         assert manager.pg.probe()
-        manager._replay_tick()
+        manager.store.replayer.step()
         status = manager.status()
         assert status["spool_depth"] == 0 and status["last_replay"]["failed"] == 1
         assert (data_dir / "spool" / "failed" / damaged.name).exists()
@@ -68,7 +68,7 @@ def test_spool_order_survives_a_clock_that_stepped_back(cluster: Cluster, fault_
         assert names[0] == ahead.name and len(names) == 2
         cluster.start()
         assert second.pg.probe()
-        second._replay_tick()
+        second.store.replayer.step()
         assert second.status()["spool_depth"] == 0
         stored = second.load("clock")
         assert [m.content for m in stored.data["messages"]] == [m.content for m in turns(3)]

@@ -178,12 +178,13 @@ def test_restore_goes_on_past_damaged_rows(manager: SessionManager, database_url
         assert fresh.load_session("ok-0") == data
 
 
-def test_a_non_object_message_row_is_restored_as_stored(manager: SessionManager, database_url: str) -> None:
+def test_a_non_object_message_row_is_restored_as_stored(manager: SessionManager, database_url: str,
+                                                        data_dir: Path) -> None:
     manager.save_session("scalar", {"messages": history(2)})
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute("""UPDATE isotope_messages SET message = '"plain text"' WHERE session_id = 'scalar' AND seq = 0""")
-    manager.pg.forget("scalar")
-    result = manager.restore_all_sessions(include_data=True)
+    with SessionManager(make_settings(database_url, data_dir), use_postgres=True) as fresh:  # nothing cached
+        result = fresh.restore_all_sessions(include_data=True)
     assert result["failed_count"] == 0 and result["sessions"]["scalar"]["messages"][0] == "plain text"
 
 
@@ -257,7 +258,7 @@ def test_replay_after_the_server_comes_back(manager: SessionManager, database_ur
         admin.execute("ALTER DATABASE " + psycopg.sql.Identifier(dbname).as_string(admin) + " ALLOW_CONNECTIONS true")
     deadline = time.monotonic() + 30
     while manager.status()["spool_depth"] and time.monotonic() < deadline:
-        manager._wake.set()
+        manager.store.health.wake.set()
         time.sleep(0.05)  # polling a condition with a deadline, not a fixed wait
     assert manager.status()["spool_depth"] == 0 and not manager.fallback_active
     with psycopg.connect(database_url) as conn:
@@ -293,7 +294,7 @@ def _try_save(manager: SessionManager) -> object:
 def test_the_spool_emptiness_shortcut_never_hides_a_record(tmp_path: Path) -> None:
     import os
 
-    from app.store.spool import Spool
+    from app.store.outage.spool import Spool
 
     spool = Spool(tmp_path)
     spool.open()

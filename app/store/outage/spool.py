@@ -1,15 +1,11 @@
 """The outage spool: writes acknowledged while PostgreSQL was unreachable, kept on local disk.
 
-Each record is one file ``<data_dir>/spool/<time_ns>-<session key>-<pid>-<n>.json``, written to a
-temporary name, fsync'd, renamed and the directory fsync'd *before* the turn is acknowledged.
-File names sort in acknowledgement order, and carry the session key so a session's backlog is
-found without opening files.
-
-A record is a delta against the state the writer knew (``base_version``/``base_count``), or
-the whole message list (``full``) when it knew nothing. Replay
-(:meth:`app.store.postgres.PostgresSessionStore.apply_spooled`) applies records in order, each
-in one transaction that also inserts its ``write_id`` into ``isotope_spool_applied``; the file
-is removed only after that commit, so a crash anywhere in between replays nothing twice.
+Each record (:mod:`app.store.outage.record`) is one file
+``<data_dir>/spool/<time_ns>-<session key>-<pid>-<n>.json``, written to a temporary name,
+fsync'd, renamed and the directory fsync'd *before* the turn is acknowledged. File names sort in
+acknowledgement order, and carry the session key so a session's backlog is found without opening
+files. Replay (:mod:`app.store.outage.replay`) applies records in order and removes each file
+only after PostgreSQL committed it.
 """
 
 from __future__ import annotations
@@ -23,17 +19,13 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 from app.errors import StoreUnavailable
-from app.store.files import _fsync_dir, _key, _pid_alive
+from app.store.files import fsync_dir, pid_alive, session_key
+from app.store.outage.record import DeleteRecord, SaveRecord, SpoolRecord, UnreadableRecord
 from app.store.private_files import private_dir, write_private
 
 _counter = itertools.count()
-
-
-class UnreadableRecord(ValueError):
-    """A file in the spool directory that is not a readable record."""
 
 
 class Spool:
@@ -52,7 +44,7 @@ class Spool:
         # A process killed while writing a record leaves its temporary file (never renamed, so
         # never acknowledged); remove those whose writer is gone.
         for entry in os.scandir(self.root):
-            if entry.name.startswith(".") and entry.name.endswith(".tmp") and not _pid_alive(_writer(entry.name)):
+            if entry.name.startswith(".") and entry.name.endswith(".tmp") and not pid_alive(_writer(entry.name)):
                 Path(entry.path).unlink(missing_ok=True)
         newest = self.pending()
         if newest:
@@ -66,14 +58,14 @@ class Spool:
             self._last = max(time.time_ns(), self._last + 1)
             return self._last
 
-    def append(self, record: dict[str, Any]) -> Path:
+    def append(self, record: SpoolRecord) -> Path:
         """Durably add a record; returns its path. Raises StoreUnavailable if the disk refuses."""
-        name = f"{self._stamp():020d}-{_key(record['session_id'])}-{os.getpid()}-{next(_counter):06d}.json"
+        name = f"{self._stamp():020d}-{session_key(record.session_id)}-{os.getpid()}-{next(_counter):06d}.json"
         path = self.root / name
         tmp = self.root / f".{name}.tmp"
         try:
-            write_private(path, json.dumps(record, ensure_ascii=False, separators=(",", ":")), tmp)
-            _fsync_dir(self.root)
+            write_private(path, json.dumps(record.to_json(), ensure_ascii=False, separators=(",", ":")), tmp)
+            fsync_dir(self.root)
         except OSError as exc:
             tmp.unlink(missing_ok=True)
             raise StoreUnavailable(
@@ -85,7 +77,7 @@ class Spool:
         """Records not yet replayed, oldest first (optionally one session's)."""
         if not self.root.is_dir():
             return []
-        key = _key(session_id) if session_id is not None else None
+        key = session_key(session_id) if session_id is not None else None
         names = sorted(
             entry.name for entry in os.scandir(self.root)
             if entry.name.endswith(".json") and not entry.name.startswith(".")
@@ -120,7 +112,7 @@ class Spool:
     def depth(self) -> int:
         return len(self.pending())
 
-    def read(self, path: Path) -> dict[str, Any] | None:
+    def read(self, path: Path) -> SaveRecord | DeleteRecord | None:
         """The record, or None if it is gone (replayed by another process meanwhile).
 
         Raises :class:`UnreadableRecord` for a file that is not a record (damaged on disk).
@@ -131,9 +123,7 @@ class Spool:
             return None
         except (ValueError, OSError) as exc:
             raise UnreadableRecord(f"spooled record {path.name} cannot be read: {exc}") from exc
-        if not isinstance(record, dict) or "session_id" not in record or "write_id" not in record:
-            raise UnreadableRecord(f"spooled record {path.name} is not an outage-spool record")
-        return record
+        return SpoolRecord.parse(record, path.name)
 
     def remove(self, path: Path) -> None:
         # No directory fsync: if a crash undoes the unlink, replay finds the write id in
@@ -145,7 +135,7 @@ class Spool:
         target = self.failed / path.name
         os.replace(path, target)
         write_private(target.with_suffix(".reason.txt"), reason + "\n")
-        _fsync_dir(self.root)
+        fsync_dir(self.root)
         return target
 
     @contextmanager

@@ -1,4 +1,7 @@
-"""A small thread-safe LRU map, bounded by entry count (the engine's and the manager's caches)."""
+"""A small thread-safe LRU map, bounded by entry count.
+
+The engine's state cache and the outage store's known sessions use it.
+"""
 
 from __future__ import annotations
 

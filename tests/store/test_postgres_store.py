@@ -294,6 +294,7 @@ def _try_save(manager: SessionManager) -> object:
 def test_the_spool_emptiness_shortcut_never_hides_a_record(tmp_path: Path) -> None:
     import os
 
+    from app.store.outage.record import DeleteRecord
     from app.store.outage.spool import Spool
 
     spool = Spool(tmp_path)
@@ -301,7 +302,7 @@ def test_the_spool_emptiness_shortcut_never_hides_a_record(tmp_path: Path) -> No
     old = time.time_ns() - 10_000_000_000
     os.utime(spool.root, ns=(old, old))
     assert spool.maybe_pending() is False and spool._empty_at == old  # remembered: one stat from now on
-    spool.append({"session_id": "s", "write_id": "w", "kind": "save"})
+    spool.append(DeleteRecord(session_id="s", write_id="w", acked_at="2026-01-01T00:00:00+00:00", soft=True))
     assert spool.maybe_pending() is True and spool.has_pending("s") and not spool.has_pending("t")
     for path in spool.pending():
         spool.remove(path)

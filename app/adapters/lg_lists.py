@@ -3,7 +3,7 @@
 A channel such as ``messages`` holds the whole list at every checkpoint. The saver remembers,
 per (thread, namespace, channel), the last version it wrote or read: the segments that describe
 it in ``isotope_lg_items`` and a *pristine* copy of every element, one nobody else holds (fresh
-from decoding, or copied with Isotope's :func:`app.store.state.snapshot`, which copies every
+from decoding, or copied with Isotope's :func:`app.store.delta.snapshot`, which copies every
 mutable container and shares immutable leaves). A new value is compared with those copies
 element by element (a C-level ``==`` that short-circuits on shared strings, and still catches an
 in-place edit); only the elements after the common prefix are written.
@@ -22,7 +22,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from app.store.state import snapshot, view
+from app.store.delta import snapshot, view
 
 Segment = list[int]  # [epoch, start, end): positions start..end-1 of that epoch
 

@@ -18,10 +18,10 @@ from fastapi.responses import FileResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException
 
+from app.api.context import ApiState, api_state
 from app.api.models import SessionIdPath, SessionInfoOut, StatisticsOut, error_responses
 from app.api.responses import JSONBody
 from app.api.security import require_token
-from app.api.state import ApiState, api_state
 from app.core import browse
 from app.core.present import info_json, jsonable, session_json
 from app.errors import SessionNotFound

@@ -9,10 +9,10 @@ from fastapi import APIRouter, Body, Depends
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from app.api.context import ApiState, api_state
 from app.api.models import SESSION_ID_PATTERN, SessionIdPath, SessionInfoOut, check_nesting, error_responses
 from app.api.responses import JSONBody
 from app.api.security import require_token
-from app.api.state import ApiState, api_state
 from app.core.present import info_json
 from app.core.transfer import export_one
 from app.errors import SessionNotFound

@@ -18,12 +18,11 @@ from prometheus_client import REGISTRY
 
 from app.core.postgres_session_manager import SessionManager
 from app.errors import StoreUnavailable
-from app.store import browse
 from app.store.base import SessionInfo, StoredSession, check_paging, check_session_id
-from app.store.postgres import PostgresSessionStore
+from app.store.postgres import PostgresStore, browse
 
 
-def _postgres(manager: SessionManager) -> PostgresSessionStore | None:
+def _postgres(manager: SessionManager) -> PostgresStore | None:
     """The PostgreSQL store when it is the backend and not in an outage."""
     return manager.pg if manager.pg is not None and not manager.fallback_active else None
 

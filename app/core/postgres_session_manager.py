@@ -42,6 +42,7 @@ from app.store.base import (
     is_internal_lock_id,
 )
 from app.store.files import FileSessionStore
+from app.store.outage.spool import Spool
 from app.store.outage.store import OutageStore
 from app.store.postgres import PostgresStore
 
@@ -58,12 +59,15 @@ class SessionManager:
         self.settings = settings if settings is not None else load_settings()
         cfg = self.settings.store
         self.use_postgres = self.settings.postgres_sessions if use_postgres is None else use_postgres
-        files = FileSessionStore(self.settings.data_dir, cfg)
+        # The stores underneath, for doctor, migrate and the console; callers use the manager.
+        self.files = FileSessionStore(self.settings.data_dir, cfg)
         self.pg: PostgresStore | None = None
-        self.store: SessionStore = files
+        self.store: SessionStore = self.files
+        self.spool: Spool | None = None
         if self.use_postgres:
             self.pg = PostgresStore(self.settings.conninfo(), cfg, self.settings.data_dir, embedded_cleanup)
-            self.store = OutageStore(self.pg, files, self.settings.data_dir, cfg)
+            outage = OutageStore(self.pg, self.files, self.settings.data_dir, cfg)
+            self.store, self.spool = outage, outage.spool
         self._auto_open = auto_open
         self._opened = False
         self._open_lock = threading.Lock()

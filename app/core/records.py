@@ -27,7 +27,7 @@ from typing import Any
 from app.errors import InvalidInput
 from app.store import codec
 from app.store.base import check_session_data, check_session_id
-from app.store.state import MESSAGES, Limits, plan_save
+from app.store.delta import MESSAGES, Limits, plan_save
 from app.store.transfer import FORMAT, FORMAT_VERSION, SessionRows
 
 KNOWN_KEYS = frozenset({"format", "format_version", "session_id", "version", "created_at", "last_updated",

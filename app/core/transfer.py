@@ -39,8 +39,8 @@ from app.errors import (
 from app.store import codec
 from app.store import transfer as store_transfer
 from app.store.base import check_metadata, check_session_id
-from app.store.postgres import PostgresSessionStore
-from app.store.state import Limits
+from app.store.delta import Limits
+from app.store.postgres import PostgresStore
 from app.store.transfer import Selection, SessionRows
 
 if TYPE_CHECKING:
@@ -372,7 +372,7 @@ def limits_of(manager: SessionManager) -> Limits:
     return Limits(cfg.max_message_bytes, cfg.max_session_bytes, cfg.inline_member_bytes)
 
 
-def _store(manager: SessionManager) -> PostgresSessionStore:
+def _store(manager: SessionManager) -> PostgresStore:
     if manager.pg is None:
         raise InvalidInput("postgres_sessions", "export and import work on PostgreSQL; open the manager with "
                                                 "use_postgres=True")

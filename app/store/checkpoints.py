@@ -35,7 +35,7 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
 from app.errors import InvalidInput, StoreNotOpen, StoreUnavailable
-from app.store import sql as session_sql
+from app.store.postgres import sql as session_sql
 from app.store.schema import migrate
 
 log = logging.getLogger("isotope.store.checkpoints")

@@ -30,8 +30,8 @@ from typing import Any
 import psycopg
 
 from app.errors import InvalidInput, IsotopeError, SessionBusy, SessionExists, SessionNotFound, StoreUnavailable
-from app.store import sql
-from app.store.postgres import PostgresSessionStore, _lock_key
+from app.store.postgres import PostgresStore, sql
+from app.store.postgres.session_lock import lock_key
 from app.store.schema import migrate
 
 FORMAT = "isotope.session"
@@ -153,7 +153,7 @@ def translated(what: str) -> Iterator[None]:
 
 
 @contextmanager
-def connect(store: PostgresSessionStore, what: str) -> Iterator[psycopg.Connection[Any]]:
+def connect(store: PostgresStore, what: str) -> Iterator[psycopg.Connection[Any]]:
     """A connection of its own on the store's database, schema migrated, times in UTC."""
     if store.conninfo is None:
         raise StoreUnavailable(f"PostgreSQL is not running ({what}); check `isotope doctor`")
@@ -282,7 +282,7 @@ def write_session(conn: psycopg.Connection[Any], rows: SessionRows, on_conflict:
                 if _insert_row(conn, rows, sid, rows.version):
                     _insert_rest(conn, rows, sid)
                     return "imported", sid
-        locked = conn.execute(sql.TRY_SESSION_XACT_LOCK, {"key": _lock_key(sid)}).fetchone()
+        locked = conn.execute(sql.TRY_SESSION_XACT_LOCK, {"key": lock_key(sid)}).fetchone()
         if locked is None or not locked[0]:
             raise SessionBusy(f"session {sid!r} is in a turn; it was not replaced, import it again later")
         old = conn.execute(LOCK_FOR_REPLACE, {"sid": sid}).fetchone()
@@ -315,10 +315,10 @@ def _insert_rest(conn: psycopg.Connection[Any], rows: SessionRows, sid: str) -> 
 # Fork
 
 
-def fork(store: PostgresSessionStore, source: str, target: str, at: int | None, metadata: str | None) -> None:
+def fork(store: PostgresStore, source: str, target: str, at: int | None, metadata: str | None) -> None:
     """Copy ``source`` (its first ``at`` messages, or all) to a new session ``target``."""
     params = {"sid": source, "new": target, "at": at, "meta": metadata}
-    row = store._run("fork", lambda conn, _: conn.execute(FORK, params).fetchone(), sid=source)
+    row = store.connections.run("fork", lambda conn, _: conn.execute(FORK, params).fetchone(), store.locks.connection(source))
     store.forget(target)
     count, has_list, created = row if row is not None else (None, None, 0)
     if created:

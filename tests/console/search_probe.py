@@ -30,8 +30,8 @@ import psycopg
 from langchain_core.messages import AIMessage, HumanMessage
 
 from app.core.postgres_session_manager import SessionManager
-from app.store import browse
 from app.store.embedded import EmbeddedPostgres
+from app.store.postgres import browse
 from tests.helpers import make_settings
 
 SESSIONS = 10_000

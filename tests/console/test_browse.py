@@ -12,8 +12,8 @@ from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 from app.config import Settings
 from app.core import browse as core_browse
 from app.core.postgres_session_manager import SessionManager
-from app.store import browse
 from app.store.base import StoredSession
+from app.store.postgres import browse
 
 
 def _save(manager: SessionManager, sid: str, texts: list[str], **metadata: str) -> None:
@@ -153,7 +153,7 @@ def test_housekeeping_counts_deleted_expired_and_growth(manager: SessionManager,
 
 
 def test_overview_reports_the_turn_rate_and_the_store(manager: SessionManager) -> None:
-    from app.core import metrics
+    from app import metrics
 
     rate = core_browse.TurnRate(window_s=60)
     metrics.TURNS.labels("done").inc(3)

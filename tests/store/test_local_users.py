@@ -24,7 +24,7 @@ from app.config import Settings, load_settings
 from app.core.postgres_session_manager import SessionManager
 from app.errors import StoreUnavailable
 from app.store.embedded import EmbeddedPostgres
-from app.store.spool import Spool
+from app.store.outage.spool import Spool
 from tests.helpers import PYTHON, REPO
 
 ROOT = os.geteuid() == 0

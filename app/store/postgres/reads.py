@@ -62,7 +62,7 @@ class Reads:
     def list(self, limit: int, offset: int, include_inactive: bool) -> builtins.list[SessionInfo]:
         statement = sql.LIST_ALL if include_inactive else sql.LIST_ACTIVE
         row = self._connections.run("list", lambda conn, _: one(conn, statement, {"limit": limit, "offset": offset}))
-        return [_info_from_json(item) for item in codec.loads(row["listing"])] if row else []
+        return [info_from_json(item) for item in codec.loads(row["listing"])] if row else []
 
     def count(self, include_inactive: bool) -> int:
         statement = sql.COUNT_ALL if include_inactive else sql.COUNT_ACTIVE
@@ -124,7 +124,7 @@ def _info(row: Row) -> SessionInfo:
 _timestamp = datetime.fromisoformat
 
 
-def _info_from_json(item: builtins.list[Any]) -> SessionInfo:
+def info_from_json(item: builtins.list[Any]) -> SessionInfo:
     """One element of a JSON listing: [id, metadata, created, updated, expires, version, active, count]."""
     metadata = item[1]
     return SessionInfo(

@@ -132,6 +132,10 @@ class PostgresStore:
         """Apply spooled writes in one transaction (see :mod:`app.store.postgres.spool_merge`)."""
         return self._merge.apply_batch(records, produced)
 
+    def forget(self, session_id: str) -> None:
+        """Drop what this process remembers of a session (its next save takes the locked path)."""
+        self._cache.drop(session_id)
+
     def cache_entry(self, session_id: str) -> CacheEntry | None:
         """What this process knows PostgreSQL holds for the session (the spool writer's base)."""
         return self._cache.get(session_id)

@@ -318,7 +318,8 @@ def _insert_rest(conn: psycopg.Connection[Any], rows: SessionRows, sid: str) -> 
 def fork(store: PostgresStore, source: str, target: str, at: int | None, metadata: str | None) -> None:
     """Copy ``source`` (its first ``at`` messages, or all) to a new session ``target``."""
     params = {"sid": source, "new": target, "at": at, "meta": metadata}
-    row = store.connections.run("fork", lambda conn, _: conn.execute(FORK, params).fetchone(), store.locks.connection(source))
+    row = store.connections.run("fork", lambda conn, _: conn.execute(FORK, params).fetchone(),
+                                store.locks.connection(source))
     store.forget(target)
     count, has_list, created = row if row is not None else (None, None, 0)
     if created:

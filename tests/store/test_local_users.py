@@ -24,6 +24,7 @@ from app.config import Settings, load_settings
 from app.core.postgres_session_manager import SessionManager
 from app.errors import StoreUnavailable
 from app.store.embedded import EmbeddedPostgres
+from app.store.outage.record import DeleteRecord
 from app.store.outage.spool import Spool
 from tests.helpers import PYTHON, REPO
 
@@ -125,7 +126,7 @@ def test_session_copies_and_spool_records_are_private(open_base: Path, loose_uma
         files.save_session("secret-talk", {"messages": [HumanMessage("my bank PIN is 1234")]})
     spool = Spool(data_dir)
     spool.open()
-    record = spool.append({"session_id": "secret-talk", "write_id": "w1", "payload": "PIN 1234"})
+    record = spool.append(DeleteRecord(session_id="secret-talk", write_id="w1", acked_at="PIN 1234", soft=True))
     spool.quarantine(record, "test: set aside")
 
     assert_private_tree(data_dir)

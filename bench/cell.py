@@ -74,15 +74,18 @@ def _seed_reference(reference: Reference | None, history: int, sessions: int) ->
 def _probed_turns(system: System, probe: Probe, ids: list[str], history: int) -> dict[str, Any]:
     turns = [(sid, corpus.text(sid, history), corpus.text(sid, history + 1)) for sid in ids]
     gc.collect()
+    inner_from = len(system.persist_ms) if system.persist_ms is not None else 0
     start = probe.position()
     latencies = [timed_ms(system.turn, sid, human, ai)[0] for sid, human, ai in turns]
     end = probe.position()
+    inner = latencies if system.persist_ms is None else system.persist_ms[inner_from:]
     fpi = probe.fpi_bytes(start, end)
     count = len(ids)
     return {
         "history": history,
         "sessions": count,
         "turn_ms": summary(latencies),
+        "persist_ms": summary(inner),
         "wal_bytes_per_turn": probe.wal_bytes(start, end) / count,
         "fpi_bytes_per_turn": None if fpi is None else fpi / count,
         "growth_bytes_per_turn": (end.relation_bytes - start.relation_bytes) / count,

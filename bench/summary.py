@@ -26,6 +26,13 @@ CELL_METRICS = [
     Metric("turn_median_ms", "Per-turn persist latency, median ms", "ms", lambda c: c["turn_ms"]["median"]),
     Metric("turn_p95_ms", "Per-turn persist latency, p95 ms", "ms", lambda c: c["turn_ms"]["p95"]),
     Metric(
+        "persist_median_ms",
+        "Per-turn time inside the storage layer, median ms (LangGraph: the checkpointer's get_tuple, put and "
+        "put_writes, summed, some of it in LangGraph's background threads; every other system: the whole turn)",
+        "ms",
+        lambda c: (c.get("persist_ms") or c["turn_ms"])["median"],
+    ),
+    Metric(
         "paired_ratio",
         "Per-turn persist latency paired with a reference floor (alternating turn by turn, so both are "
         "timed at the same moment): median(system) / median(floor)",

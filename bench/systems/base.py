@@ -34,6 +34,9 @@ class System:
     listing_sql: ClassVar[str | None] = None
     # Systems whose turn also produces the AI reply themselves (the engine) ignore ``ai``.
     writes_given_reply: ClassVar[bool] = True
+    # A system whose turn runs framework code around its storage (LangGraph) appends, per turn,
+    # the milliseconds spent inside its storage layer; None means the whole turn is storage.
+    persist_ms: list[float] | None = None
 
     def __init__(self, url: str) -> None:
         self.url = url

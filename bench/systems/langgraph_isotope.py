@@ -10,19 +10,19 @@ from __future__ import annotations
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from langgraph.graph import START, StateGraph
 
 from bench.systems.base import Unavailable
 from bench.systems.isotope_save import open_manager
-from bench.systems.langgraph_saver import LangGraphSaver, State
+from bench.systems.langgraph_saver import LangGraphSaver, State, timed
 
 
 class LangGraphIsotope(LangGraphSaver):
     name = "langgraph_isotope"
     label = "LangGraph StateGraph + IsotopeSaver"
-    listing_sql = None
+    listing_sql: ClassVar[str | None] = None
     listing_note = "Isotope list_sessions(limit=50) (a thread is a session)"
 
     def open(self, create_schema: bool = True) -> None:
@@ -30,8 +30,10 @@ class LangGraphIsotope(LangGraphSaver):
             from app.adapters.langgraph import IsotopeSaver  # noqa: PLC0415 - optional extra
         except ImportError as exc:
             raise Unavailable(f"app.adapters.langgraph is not importable ({exc})") from exc
-        self._saver_cm = IsotopeSaver.from_conn_string(self.url)
+        self._saver_cm = timed(IsotopeSaver).from_conn_string(self.url)
         self._saver = self._saver_cm.__enter__()
+        self._persist = []
+        self.persist_ms = self._persist
         self._data_dir = Path(tempfile.mkdtemp(prefix="isobench-lg-"))
         self._manager: Any = None
         self._pending = []

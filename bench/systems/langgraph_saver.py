@@ -7,11 +7,14 @@ message in place of an LLM, so the figure is LangGraph plus its checkpointer and
 
 from __future__ import annotations
 
-from typing import Annotated, Any, TypedDict
+import threading
+import time
+from typing import Annotated, Any, ClassVar, TypedDict, TypeVar
 
 import psycopg
 from langchain_core.messages import AIMessage, AnyMessage, BaseMessage, HumanMessage
 from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.postgres import PostgresSaver
 from langgraph.graph import START, StateGraph
 from langgraph.graph.message import add_messages
@@ -27,6 +30,45 @@ GROUP BY thread_id ORDER BY max(checkpoint_id) DESC LIMIT %s
 """
 
 
+S = TypeVar("S", bound=BaseCheckpointSaver[Any])
+
+
+def timed(base: type[S]) -> type[S]:
+    """``base`` that adds up the time spent in get_tuple, put and put_writes (``spent``, seconds)."""
+
+    class Timed(base):  # type: ignore[valid-type,misc]
+        spent = 0.0
+        _spent_lock = threading.Lock()
+
+        def _add(self, started: float) -> None:
+            with self._spent_lock:
+                self.spent += time.perf_counter() - started
+
+        def get_tuple(self, config: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return super().get_tuple(config)
+            finally:
+                self._add(started)
+
+        def put(self, *args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return super().put(*args, **kwargs)
+            finally:
+                self._add(started)
+
+        def put_writes(self, *args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return super().put_writes(*args, **kwargs)
+            finally:
+                self._add(started)
+
+    Timed.__name__ = f"Timed{base.__name__}"
+    return Timed
+
+
 class State(TypedDict):
     messages: Annotated[list[AnyMessage], add_messages]
 
@@ -38,12 +80,14 @@ def _message(kind: str, text: str) -> AnyMessage:
 class LangGraphSaver(System):
     name = "langgraph"
     label = "LangGraph StateGraph + PostgresSaver"
-    listing_sql = LIST_THREADS
+    listing_sql: ClassVar[str | None] = LIST_THREADS
     listing_note = "no thread-listing API; emulated with saver.list(None, limit=L) + dedupe by thread_id"
 
     def open(self, create_schema: bool = True) -> None:
         self._conn = psycopg.connect(self.url, autocommit=True, prepare_threshold=0, row_factory=dict_row)
-        self._saver = PostgresSaver(self._conn)
+        self._saver: Any = timed(PostgresSaver)(self._conn)
+        self._persist: list[float] = []
+        self.persist_ms = self._persist
         if create_schema:
             self._saver.setup()
         # The node stands in for the LLM: it returns the reply the harness queued for this turn.
@@ -70,7 +114,9 @@ class LangGraphSaver(System):
 
     def turn(self, session_id: str, human: str, ai: str) -> None:
         self._pending = [AIMessage(ai)]
+        self._saver.spent = 0.0
         self._graph.invoke(State(messages=[HumanMessage(human)]), _config(session_id))
+        self._persist.append(self._saver.spent * 1000.0)
 
     def load(self, session_id: str) -> Any:
         return self._graph.get_state(_config(session_id)).values.get("messages", [])

@@ -233,42 +233,46 @@ def _import(manager: SessionManager, records: Iterable[Record], on_conflict: str
     started = time.perf_counter()
     report = ImportReport()
     store = _store(manager)
+    items = iter(records)
     with store_transfer.connect(store, "import") as conn:
-        conn.autocommit = False  # sessions commit in batches; each is a savepoint of its batch
-        batch: list[tuple[str, str, str]] = []  # (outcome, id in the file, id written)
-        batch_bytes = 0
-        for where, item, size in records:
-            on_progress(1 if per_record else size)
-            if isinstance(item, BadRecord):
-                _fail(report, where, str(item))
-                continue
+        finished = False
+        while not finished:
+            batch: list[tuple[str, str, str]] = []  # (outcome, id in the file, id written)
             try:
-                outcome, sid = store_transfer.write_session(conn, item, on_conflict, _new_id)
+                with store_transfer.batch(conn):
+                    finished = _fill(conn, items, batch, report, on_conflict, on_progress, per_record)
             except StoreUnavailable as exc:
                 _lost(report, batch, exc)
                 break
-            except IsotopeError as exc:
-                _fail(report, f"{where} (session {item.session_id!r})", str(exc))
-                continue
-            batch.append((outcome, item.session_id, sid))
-            batch_bytes += size
-            if len(batch) >= COMMIT_SESSIONS or batch_bytes >= COMMIT_BYTES:
-                if not _commit(conn, report, batch):
-                    break
-                batch_bytes = 0
-        else:
-            _commit(conn, report, batch)
+            _committed(report, batch)
     report.seconds = time.perf_counter() - started
     return report
 
 
-def _commit(conn: Any, report: ImportReport, batch: list[tuple[str, str, str]]) -> bool:
-    try:
-        with store_transfer.translated("import commit"):
-            conn.commit()
-    except StoreUnavailable as exc:
-        _lost(report, batch, exc)
-        return False
+def _fill(conn: Any, items: Iterator[Record], batch: list[tuple[str, str, str]], report: ImportReport,
+          on_conflict: str, on_progress: Progress, per_record: bool) -> bool:
+    """Write sessions into the open batch until it is full (False) or the input ends (True)."""
+    batch_bytes = 0
+    for where, item, size in items:
+        on_progress(1 if per_record else size)
+        if isinstance(item, BadRecord):
+            _fail(report, where, str(item))
+            continue
+        try:
+            outcome, sid = store_transfer.write_session(conn, item, on_conflict, _new_id)
+        except StoreUnavailable:
+            raise
+        except IsotopeError as exc:  # that session's savepoint is rolled back; the batch goes on
+            _fail(report, f"{where} (session {item.session_id!r})", str(exc))
+            continue
+        batch.append((outcome, item.session_id, sid))
+        batch_bytes += size
+        if len(batch) >= COMMIT_SESSIONS or batch_bytes >= COMMIT_BYTES:
+            return False
+    return True
+
+
+def _committed(report: ImportReport, batch: list[tuple[str, str, str]]) -> None:
     for outcome, original, sid in batch:
         if outcome == "skipped":
             report.skipped += 1
@@ -278,8 +282,6 @@ def _commit(conn: Any, report: ImportReport, batch: list[tuple[str, str, str]]) 
         report.replaced += outcome == "replaced"
         if sid != original:
             report.renamed.append((original, sid))
-    batch.clear()
-    return True
 
 
 def _lost(report: ImportReport, batch: list[tuple[str, str, str]], exc: StoreUnavailable) -> None:

@@ -259,6 +259,14 @@ class SessionRows:
     members: dict[str, str]
 
 
+@contextmanager
+def batch(conn: psycopg.Connection[Any]) -> Iterator[None]:
+    """One transaction (one commit) around many :func:`write_session` calls, which become its
+    savepoints. ``conn`` must be in autocommit mode, as :func:`connect` leaves it."""
+    with translated("import"), conn.transaction():
+        yield
+
+
 def write_session(conn: psycopg.Connection[Any], rows: SessionRows, on_conflict: str,
                   new_id: Any = None) -> tuple[str, str]:
     """Write one session in a savepoint of the caller's transaction: all of it, or nothing.

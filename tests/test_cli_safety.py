@@ -66,8 +66,12 @@ def test_doctor_masks_every_secret_like_option_and_url_credential(database_url: 
 
 def test_doctor_masks_secret_options_of_a_database_url(database_url: str, data_dir: Path) -> None:
     params = conninfo_to_dict(database_url)
-    url = (f"postgresql://{params.get('user', 'postgres')}:{URL_PASSWORD}@{params.get('host', '127.0.0.1')}:"
-           f"{params.get('port', 5432)}/{params['dbname']}?sslpassword={SSL_PASSWORD}&sslmode=prefer")
+    host, port = params.get("host", "127.0.0.1"), params.get("port", 5432)
+    # A Unix-socket directory (the embedded test server) goes in the query, as libpq allows.
+    where = f"/{params['dbname']}?host={host}&port={port}&" if host.startswith("/") \
+        else f"{host}:{port}/{params['dbname']}?"
+    user = params.get("user", "postgres")
+    url = f"postgresql://{user}:{URL_PASSWORD}@{where}sslpassword={SSL_PASSWORD}&sslmode=prefer"
     (data_dir / "empty.yaml").write_text("{}\n")
     env = subprocess_env(url, data_dir, ISOTOPE_CONFIG=str(data_dir / "empty.yaml"))
     out = isotope(["doctor", "--json"], env)

@@ -7,7 +7,7 @@ from urllib.parse import quote
 
 from fastapi import APIRouter, Body, Depends
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
 from app.api.context import ApiState, api_state
 from app.api.models import SESSION_ID_PATTERN, SessionIdPath, SessionInfoOut, check_nesting, error_responses
@@ -24,12 +24,18 @@ State = Annotated[ApiState, Depends(api_state)]
 EXPORT_MEDIA_TYPE = "application/json"
 
 
+def _integral(value: Any) -> Any:
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
 class ForkIn(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
     new_session_id: str | None = Field(None, min_length=1, max_length=MAX_SESSION_ID_LENGTH,
                                        pattern=SESSION_ID_PATTERN, description="Id of the copy (random by default)")
-    at_message: int | None = Field(None, ge=0, le=2**31 - 1, description="Copy only the first N messages")
+    # JSON has one number type: 3.0 is the integer 3 (and strings or booleans still are not).
+    at_message: Annotated[int | None, BeforeValidator(_integral)] = Field(
+        None, ge=0, le=2**31 - 1, description="Copy only the first N messages")
     metadata: dict[str, Any] | None = Field(None, description="The copy's metadata (default: the source's)")
 
     _shallow = field_validator("metadata")(check_nesting)
@@ -54,7 +60,7 @@ def export_session(session_id: SessionIdPath, state: State, include_inactive: bo
 
 
 @router.post("/api/sessions/{session_id:path}/fork", status_code=201, response_model=None,
-             responses={201: {"model": ForkOut}, **error_responses(404, 409, 413, 422)})
+             responses={201: {"model": ForkOut}, **error_responses(400, 404, 409, 413, 422)})
 def fork_session(session_id: SessionIdPath, state: State,
                  body: Annotated[ForkIn | None, Body()] = None) -> JSONBody:
     """Copy the session (or its first ``at_message`` messages) to a new one; 201 with the copy."""

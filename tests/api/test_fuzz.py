@@ -38,6 +38,7 @@ OPERATIONS = [
     ("DELETE", "/api/sessions/{session_id}"), ("GET", "/health"), ("GET", "/ready"), ("GET", "/metrics"),
     ("GET", "/api/console/sessions"), ("GET", "/api/console/sessions/{session_id}"),
     ("POST", "/api/console/sessions/{session_id}/restore"), ("GET", "/api/console/overview"),
+    ("POST", "/api/sessions/{session_id}/fork"), ("GET", "/api/sessions/{session_id}/export"),
 ]
 
 
